@@ -1,0 +1,36 @@
+#include "cuda_device_info.h"
+
+#include <c10/util/Exception.h>
+
+#ifdef XLSTM_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace xlstm {
+
+bool built_with_cuda() {
+#ifdef XLSTM_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::pair<int, int> cuda_compute_capability(int index) {
+#ifdef XLSTM_WITH_CUDA
+  int major = 0, minor = 0;
+  auto err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index);
+  }
+  TORCH_CHECK(err == cudaSuccess, "xlstm_cuda: cannot read the compute capability of cuda:", index,
+              ": ", cudaGetErrorString(err));
+  return {major, minor};
+#else
+  (void)index;
+  TORCH_CHECK(false, "xlstm_cuda was built without CUDA (no toolkit found at build time); "
+              "reinstall with CUDA_HOME set to use CUDA kernel families");
+#endif
+}
+
+}  // namespace xlstm

@@ -1,0 +1,15 @@
+// The compute capability of a CUDA device, without ATen/cuda/CUDAContext.h
+// (which drags in cuSPARSE headers some toolkits lack).
+#pragma once
+
+#include <utility>
+
+namespace xlstm {
+
+// Whether this build links the CUDA runtime (CUDA toolkit found at build time).
+bool built_with_cuda();
+
+// (major, minor) of device `index`. Throws if the build has no CUDA runtime.
+std::pair<int, int> cuda_compute_capability(int index);
+
+}  // namespace xlstm

@@ -1,0 +1,101 @@
+// The op family torch.ops.xlstm.*: schemas, validation, and per-device kernels.
+//
+// mlstm_forward returns h plus the per-row statistics the backward needs (the
+// stabilizer m_t and the signed normalizer b_t), and the final state (C, n, m)
+// when return_last_states is set (empty tensors otherwise). mlstm_backward
+// returns the gradients of q, k, v, i, f and of the initial C and n (empty when
+// those were not given). `chunk_size` 0 means "the implementation's default".
+#include <torch/library.h>
+
+#include <Python.h>
+
+#include "aten/mlstm_chunkwise_aten.h"
+#include "mlstm_checks.h"
+#include "mlstm_dispatch.h"
+
+namespace xlstm {
+namespace {
+
+using Tensor = at::Tensor;
+using OptTensor = std::optional<at::Tensor>;
+
+int64_t resolve_chunk_size(int64_t chunk_size) {
+  return chunk_size > 0 ? chunk_size : kDefaultChunkSize;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& i, const Tensor& f,
+    const OptTensor& c_initial, const OptTensor& n_initial, const OptTensor& m_initial,
+    double eps, bool return_last_states, c10::string_view algorithm, int64_t chunk_size,
+    c10::string_view backend) {
+  check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
+  const KernelChoice choice = choose_kernel(q, algorithm, backend);
+  (void)choice;  // every choice is the ATen chunkwise path for now
+  auto out = mlstm_chunkwise_forward_aten(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
+                                          return_last_states, resolve_chunk_size(chunk_size));
+  return {out.h, out.m_rows, out.norm_rows, out.c_last, out.n_last, out.m_last};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backward(
+    const Tensor& dh, const OptTensor& dc_last, const OptTensor& dn_last,
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& i, const Tensor& f,
+    const OptTensor& c_initial, const OptTensor& n_initial, const OptTensor& m_initial,
+    const Tensor& h, const Tensor& m_rows, const Tensor& norm_rows,
+    double eps, c10::string_view algorithm, int64_t chunk_size, c10::string_view backend) {
+  check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
+  check_backward_inputs(dh, dc_last, dn_last, q, v, h, m_rows, norm_rows);
+  const KernelChoice choice = choose_kernel(q, algorithm, backend);
+  (void)choice;
+  auto g = mlstm_chunkwise_backward_aten(dh, dc_last, dn_last, q, k, v, i, f, c_initial,
+                                         n_initial, m_initial, h, m_rows, norm_rows, eps,
+                                         resolve_chunk_size(chunk_size));
+  return {g.dq, g.dk, g.dv, g.di, g.df, g.dc_initial, g.dn_initial};
+}
+
+// Which kernel a forward call with these arguments would run, e.g. "sm80:aten_chunkwise".
+std::string selected_kernel(const Tensor& q, c10::string_view algorithm,
+                            c10::string_view backend) {
+  const KernelChoice choice = choose_kernel(q, algorithm, backend);
+  if (choice.family == Family::None) return choice.kernel;
+  return std::string(family_name(choice.family)) + ":" + choice.kernel;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(xlstm, m) {
+  m.def(
+      "mlstm_forward(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor? c_initial, "
+      "Tensor? n_initial, Tensor? m_initial, float eps, bool return_last_states, "
+      "str algorithm, int chunk_size, str backend) -> "
+      "(Tensor h, Tensor m_rows, Tensor norm_rows, Tensor c_last, Tensor n_last, Tensor m_last)");
+  m.def(
+      "mlstm_backward(Tensor dh, Tensor? dc_last, Tensor? dn_last, Tensor q, Tensor k, "
+      "Tensor v, Tensor i, Tensor f, Tensor? c_initial, Tensor? n_initial, Tensor? m_initial, "
+      "Tensor h, Tensor m_rows, Tensor norm_rows, float eps, str algorithm, int chunk_size, "
+      "str backend) -> (Tensor dq, Tensor dk, Tensor dv, Tensor di, Tensor df, "
+      "Tensor dc_initial, Tensor dn_initial)");
+  // Not a tensor op: a query for tests, logs and the bench. Registered as a
+  // CompositeImplicitAutograd kernel so it works for any device.
+  m.def("selected_kernel(Tensor q, str algorithm, str backend) -> str", &selected_kernel);
+}
+
+TORCH_LIBRARY_IMPL(xlstm, CPU, m) {
+  m.impl("mlstm_forward", &mlstm_forward);
+  m.impl("mlstm_backward", &mlstm_backward);
+}
+
+// The ATen path is device-generic, so CUDA tensors are served even before a
+// per-architecture kernel takes over (and in builds without a CUDA toolkit).
+TORCH_LIBRARY_IMPL(xlstm, CUDA, m) {
+  m.impl("mlstm_forward", &mlstm_forward);
+  m.impl("mlstm_backward", &mlstm_backward);
+}
+
+}  // namespace xlstm
+
+// The .so is imported as the Python module xlstm_cuda._C so that loading it runs
+// the registrations above; it defines no Python functions of its own.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
