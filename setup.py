@@ -104,12 +104,15 @@ def make_extension():
 
     archs = [a.strip() for a in os.environ.get("XLSTM_CUDA_ARCHS", DEFAULT_ARCHS).split(";")
              if a.strip()]
-    families = selected_families()
     sources = list(common)
     defines = ["-DXLSTM_WITH_CUDA"]
-    for fam in families:
+    families = []  # the selected families that have kernels in this source tree
+    for fam in selected_families():
         fam_sources = sorted(glob.glob(os.path.join(csrc, fam, "**", "*.cu"), recursive=True) +
                              glob.glob(os.path.join(csrc, fam, "**", "*.cpp"), recursive=True))
+        if not fam_sources:
+            continue
+        families.append(fam)
         sources += [os.path.relpath(p, ROOT) for p in fam_sources]
         defines.append(f"-DXLSTM_FAMILY_{fam.upper()}")
     nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "--expt-extended-lambda",

@@ -3,6 +3,8 @@
 Importing the package loads the compiled extension, which registers the op family
 ``torch.ops.xlstm.*``, and attaches fake (meta) and autograd implementations.
 """
+import torch  # noqa: F401  (loads libtorch before the extension)
+
 from . import _C  # noqa: F401  (registers torch.ops.xlstm.*)
 from . import ops  # noqa: F401  (fake + autograd registration)
 from ._build_info import CUDA_ARCHS, KERNEL_FAMILIES, WITH_CUDA

@@ -1,0 +1,42 @@
+// Parameters of the mLSTM forward kernels: raw pointers, int64 strides and sizes,
+// filled once from tensors on the host. Kernels never see an at::Tensor.
+#pragma once
+
+#include <cstdint>
+
+struct MlstmForwardParams {
+  // q, k: (B, NH, S, DQK); v: (B, NH, S, DV); h: (B, NH, S, DV). Element type is
+  // fp16 or bf16 (is_bf16); the last dimension has stride 1.
+  const void* q_ptr = nullptr;
+  const void* k_ptr = nullptr;
+  const void* v_ptr = nullptr;
+  void* h_ptr = nullptr;
+  int64_t q_batch_stride = 0, q_head_stride = 0, q_row_stride = 0;
+  int64_t k_batch_stride = 0, k_head_stride = 0, k_row_stride = 0;
+  int64_t v_batch_stride = 0, v_head_stride = 0, v_row_stride = 0;
+  int64_t h_batch_stride = 0, h_head_stride = 0, h_row_stride = 0;
+
+  // Gates, contiguous (B, NH, S): input gate i (fp32) and the cumulative log forget
+  // gate F_t = sum_{s<=t} logsigmoid(f_s), in fp64 so that F_t - F_j keeps its
+  // precision for long sequences (|F| reaches thousands).
+  const float* igate_ptr = nullptr;
+  const double* fcum_ptr = nullptr;
+
+  // Optional initial state, contiguous fp32: C0 (B, NH, DQK, DV), n0 (B, NH, DQK),
+  // m0 (B, NH, 1). A null pointer means zeros.
+  const float* c0_ptr = nullptr;
+  const float* n0_ptr = nullptr;
+  const float* m0_ptr = nullptr;
+
+  // Per-row statistics, contiguous fp32 (B, NH, S): the stabilizer m_t and the raw
+  // signed normalizer b_t (before abs / floor).
+  float* m_rows_ptr = nullptr;
+  float* norm_rows_ptr = nullptr;
+
+  int64_t B = 0, NH = 0, S = 0;
+  int DQK = 0, DV = 0;
+  float eps = 1e-6f;
+  float scale = 1.f;  // 1 / sqrt(DQK)
+  bool is_bf16 = false;
+  bool has_c0 = false, has_n0 = false, has_m0 = false;
+};
