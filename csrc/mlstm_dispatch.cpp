@@ -7,6 +7,14 @@
 namespace xlstm {
 namespace {
 
+Algorithm parse_algorithm(c10::string_view algorithm) {
+  if (algorithm == "auto") return Algorithm::Auto;
+  if (algorithm == "chunkwise") return Algorithm::Chunkwise;
+  if (algorithm == "parallel") return Algorithm::Parallel;
+  TORCH_CHECK_VALUE(false, "mlstm: `algorithm` must be one of 'auto', 'chunkwise', 'parallel', "
+                    "got '", std::string(algorithm), "'");
+}
+
 Family parse_backend(c10::string_view backend) {
   if (backend == "auto") return Family::None;
   if (backend == "sm90") return Family::Sm90;
@@ -15,30 +23,6 @@ Family parse_backend(c10::string_view backend) {
   TORCH_CHECK_VALUE(false, "mlstm: `backend` must be one of 'auto', 'sm90', 'sm80', 'sm75', got '",
                     std::string(backend), "'");
 }
-
-// The family the GPU's compute capability selects (SPEC §6).
-Family family_for_capability(int major, int minor) {
-  if (major == 9 && minor == 0) return Family::Sm90;
-  if (major >= 8) return Family::Sm80;
-  if (major == 7 && minor >= 5) return Family::Sm75;
-  return Family::None;
-}
-
-// Whether `family`'s machine code can run on a GPU of this capability. The sm90
-// family is sm_90a code, which only 9.0 runs; sm75 and sm80 code is built for
-// every later arch too (or carried as PTX).
-bool family_runs_on(Family family, int major, int minor) {
-  const int cc = major * 10 + minor;
-  switch (family) {
-    case Family::Sm90: return cc == 90;
-    case Family::Sm80: return cc >= 80;
-    case Family::Sm75: return cc >= 75;
-    case Family::None: return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 const char* family_name(Family family) {
   switch (family) {
@@ -50,15 +34,59 @@ const char* family_name(Family family) {
   return "none";
 }
 
-Algorithm parse_algorithm(c10::string_view algorithm) {
-  if (algorithm == "auto" || algorithm == "chunkwise") return Algorithm::Chunkwise;
-  TORCH_CHECK_VALUE(false, "mlstm: `algorithm` must be one of 'auto', 'chunkwise', got '",
-                    std::string(algorithm), "'");
+// The family the GPU's compute capability selects (SPEC §6).
+Family family_for_capability(int cc) {
+  if (cc == 90) return Family::Sm90;
+  if (cc >= 80) return Family::Sm80;
+  return Family::Sm75;
 }
 
-KernelChoice choose_kernel(const at::Tensor& q, c10::string_view algorithm,
+// Whether `family`'s machine code can run on a GPU of this capability. The sm90
+// family is sm_90a code, which only 9.0 runs; sm75 and sm80 code is built for
+// every later arch too (or carried as PTX).
+bool family_runs_on(Family family, int cc) {
+  switch (family) {
+    case Family::Sm90: return cc == 90;
+    case Family::Sm80: return cc >= 80;
+    case Family::Sm75: return cc >= 75;
+    case Family::None: return true;
+  }
+  return false;
+}
+
+bool family_compiled(Family family) {
+  switch (family) {
+#ifdef XLSTM_FAMILY_SM80
+    case Family::Sm80: return true;
+#endif
+    default: return false;
+  }
+}
+
+// The tiled parallel kernel of `family`, if this build has one for these inputs.
+bool has_parallel_kernel(Family family, const at::Tensor& q, const at::Tensor& v) {
+  const auto dt = q.scalar_type();
+  const int64_t dqk = q.size(3), dv = v.size(3);
+  const bool half = dt == at::kHalf || dt == at::kBFloat16;
+  const bool dims = (dqk == 64 || dqk == 128 || dqk == 256) &&
+                    (dv == 64 || dv == 128 || dv == 256 || dv == 512);
+  // The sm80 kernel also serves 9.0 until the sm90 family lands; it is built for it.
+  const bool sm80_kernel = family == Family::Sm80 || family == Family::Sm90;
+  return sm80_kernel && family_compiled(Family::Sm80) && half && dims;
+}
+
+}  // namespace
+
+std::string describe(const KernelChoice& choice) {
+  const char* kernel = choice.kernel == Kernel::Sm80Parallel ? "sm80_parallel" : "aten_chunkwise";
+  if (choice.family == Family::None) return kernel;
+  return std::string(family_name(choice.family)) + ":" + kernel;
+}
+
+KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string_view algorithm,
                            c10::string_view backend) {
-  KernelChoice choice{parse_algorithm(algorithm), parse_backend(backend), "aten_chunkwise"};
+  const Algorithm algo = parse_algorithm(algorithm);
+  KernelChoice choice{parse_backend(backend), Kernel::AtenChunkwise};
   if (!q.is_cuda()) {
     TORCH_CHECK_VALUE(choice.family == Family::None, "mlstm: `backend`='", std::string(backend),
                       "' selects a CUDA kernel family, but the inputs are on ", q.device(),
@@ -73,18 +101,20 @@ KernelChoice choose_kernel(const at::Tensor& q, c10::string_view algorithm,
     return choice;
   }
   const auto [major, minor] = cuda_compute_capability(q.get_device());
-  TORCH_CHECK(major * 10 + minor >= 75, "mlstm: GPU ", q.device(), " has compute capability ",
-              major, ".", minor, "; xlstm_cuda needs 7.5 or newer");
+  const int cc = major * 10 + minor;
+  TORCH_CHECK(cc >= 75, "mlstm: GPU ", q.device(), " has compute capability ", major, ".", minor,
+              "; xlstm_cuda needs 7.5 or newer");
   if (choice.family == Family::None) {
-    choice.family = family_for_capability(major, minor);
+    choice.family = family_for_capability(cc);
   } else {
-    TORCH_CHECK_VALUE(family_runs_on(choice.family, major, minor), "mlstm: `backend`='",
+    TORCH_CHECK_VALUE(family_runs_on(choice.family, cc), "mlstm: `backend`='",
                       std::string(backend), "' cannot run on ", q.device(),
                       " (compute capability ", major, ".", minor, "); ",
                       "sm90 needs 9.0, sm80 needs 8.0 or newer, sm75 needs 7.5 or newer");
   }
-  // No per-architecture kernel exists yet for the chunkwise algorithm: every
-  // family runs the ATen implementation on the GPU.
+  if (algo != Algorithm::Chunkwise && has_parallel_kernel(choice.family, q, v)) {
+    choice.kernel = Kernel::Sm80Parallel;
+  }
   return choice;
 }
 

@@ -4,6 +4,11 @@
 // 8.x and >= 10 -> sm80, 7.5 -> sm75, below 7.5 -> error. `backend` (or the
 // XLSTM_CUDA_BACKEND environment variable, read by the Python wrapper) forces a
 // family; forcing one the GPU cannot run is an error.
+//
+// Algorithms: "chunkwise" runs the ATen chunkwise implementation everywhere.
+// "parallel" runs the family's tiled kernel for fp16/bf16 on CUDA where this build
+// has one for the head dims; other cases (CPU, fp32/fp64, other head dims) run the
+// ATen path, which computes the same function. "auto" prefers the kernel.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,20 +18,26 @@
 
 namespace xlstm {
 
-enum class Algorithm { Chunkwise };
-enum class Family { None, Sm75, Sm80, Sm90 };  // None: CPU (no CUDA family involved)
+enum class Algorithm { Auto, Chunkwise, Parallel };
+enum class Family { None, Sm75, Sm80, Sm90 };  // None: no CUDA family (CPU)
 
-// The implementation a call resolves to, named for logs, tests and the bench.
-struct KernelChoice {
-  Algorithm algorithm;
-  Family family;
-  std::string kernel;  // e.g. "aten_chunkwise"
+enum class Kernel {
+  AtenChunkwise,  // csrc/aten, any device and dtype
+  Sm80Parallel,   // csrc/sm80, CuTe cp.async + mma.sync tiled forward
 };
 
-Algorithm parse_algorithm(c10::string_view algorithm);
-KernelChoice choose_kernel(const at::Tensor& q, c10::string_view algorithm,
+struct KernelChoice {
+  Family family;
+  Kernel kernel;
+};
+
+// Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
+// values and on families the GPU cannot run or this build left out.
+KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string_view algorithm,
                            c10::string_view backend);
-const char* family_name(Family family);
+
+// "sm80:sm80_parallel", "aten_chunkwise", ...: for logs, tests and the bench.
+std::string describe(const KernelChoice& choice);
 
 // The default chunk length of the ATen chunkwise path.
 constexpr int64_t kDefaultChunkSize = 64;

@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include "aten/mlstm_chunkwise_aten.h"
+#include "family_kernels.h"
 #include "mlstm_checks.h"
 #include "mlstm_dispatch.h"
 
@@ -29,10 +30,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
     double eps, bool return_last_states, c10::string_view algorithm, int64_t chunk_size,
     c10::string_view backend) {
   check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
-  const KernelChoice choice = choose_kernel(q, algorithm, backend);
-  (void)choice;  // every choice is the ATen chunkwise path for now
+  const KernelChoice choice = choose_kernel(q, v, algorithm, backend);
+  const int64_t chunk = resolve_chunk_size(chunk_size);
+#ifdef XLSTM_FAMILY_SM80
+  if (choice.kernel == Kernel::Sm80Parallel) {
+    auto [h, m_rows, norm_rows] =
+        mlstm_parallel_forward_sm80(q, k, v, i, f, c_initial, n_initial, m_initial, eps);
+    at::Tensor c_last, n_last, m_last;
+    if (return_last_states) {
+      std::tie(c_last, n_last, m_last) =
+          mlstm_final_state_aten(q, k, v, i, f, c_initial, n_initial, m_initial, chunk);
+    } else {
+      c_last = n_last = m_last = at::empty({0}, m_rows.options());
+    }
+    return {h, m_rows, norm_rows, c_last, n_last, m_last};
+  }
+#endif
   auto out = mlstm_chunkwise_forward_aten(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
-                                          return_last_states, resolve_chunk_size(chunk_size));
+                                          return_last_states, chunk);
   return {out.h, out.m_rows, out.norm_rows, out.c_last, out.n_last, out.m_last};
 }
 
@@ -44,20 +59,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
     double eps, c10::string_view algorithm, int64_t chunk_size, c10::string_view backend) {
   check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
   check_backward_inputs(dh, dc_last, dn_last, q, v, h, m_rows, norm_rows);
-  const KernelChoice choice = choose_kernel(q, algorithm, backend);
-  (void)choice;
+  // Validates `algorithm`/`backend`; every choice has the same gradient, computed by
+  // the ATen chunkwise backward from the forward's per-row statistics.
+  (void)choose_kernel(q, v, algorithm, backend);
   auto g = mlstm_chunkwise_backward_aten(dh, dc_last, dn_last, q, k, v, i, f, c_initial,
                                          n_initial, m_initial, h, m_rows, norm_rows, eps,
                                          resolve_chunk_size(chunk_size));
   return {g.dq, g.dk, g.dv, g.di, g.df, g.dc_initial, g.dn_initial};
 }
 
-// Which kernel a forward call with these arguments would run, e.g. "sm80:aten_chunkwise".
-std::string selected_kernel(const Tensor& q, c10::string_view algorithm,
+// Which kernel a forward call with these arguments runs, e.g. "sm90:sm80_parallel".
+std::string selected_kernel(const Tensor& q, const Tensor& v, c10::string_view algorithm,
                             c10::string_view backend) {
-  const KernelChoice choice = choose_kernel(q, algorithm, backend);
-  if (choice.family == Family::None) return choice.kernel;
-  return std::string(family_name(choice.family)) + ":" + choice.kernel;
+  return describe(choose_kernel(q, v, algorithm, backend));
 }
 
 }  // namespace
@@ -76,7 +90,8 @@ TORCH_LIBRARY(xlstm, m) {
       "Tensor dc_initial, Tensor dn_initial)");
   // Not a tensor op: a query for tests, logs and the bench. Registered as a
   // CompositeImplicitAutograd kernel so it works for any device.
-  m.def("selected_kernel(Tensor q, str algorithm, str backend) -> str", &selected_kernel);
+  m.def("selected_kernel(Tensor q, Tensor v, str algorithm, str backend) -> str",
+        &selected_kernel);
 }
 
 TORCH_LIBRARY_IMPL(xlstm, CPU, m) {

@@ -66,7 +66,7 @@ def run_case(shape, dtype_name, algorithm, backend, device, reps, check):
     ms = time_ms(fn, device, reps)
     row = {
         "algorithm": algorithm,
-        "kernel": xlstm_cuda.selected_kernel(inputs[0], algorithm=algorithm, backend=backend),
+        "kernel": xlstm_cuda.selected_kernel(inputs[0], inputs[2], algorithm=algorithm, backend=backend),
         "backend": backend, "shape": f"B{B} NH{NH} S{S} {DQK}/{DV}", "dtype": dtype_name,
         "ms": ms, "err": float("nan"), "ok": "-",
     }

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-ALGORITHMS = ("auto", "chunkwise")
+ALGORITHMS = ("auto", "chunkwise", "parallel")
 BACKENDS = ("auto", "sm90", "sm80", "sm75")
 BACKEND_ENV = "XLSTM_CUDA_BACKEND"
 
@@ -80,7 +80,9 @@ def mlstm(
     return h
 
 
-def selected_kernel(q: torch.Tensor, algorithm: str = "auto", backend: str = "auto") -> str:
-    """Name of the implementation `mlstm` runs for inputs like `q`, e.g. 'sm90:aten_chunkwise'."""
+def selected_kernel(q: torch.Tensor, v: torch.Tensor, algorithm: str = "auto",
+                    backend: str = "auto") -> str:
+    """Name of the implementation `mlstm` runs for inputs like (q, v), e.g.
+    'sm90:sm80_parallel' or 'aten_chunkwise'."""
     _check_choice(algorithm, None)
-    return torch.ops.xlstm.selected_kernel(q, algorithm, _resolve_backend(backend))
+    return torch.ops.xlstm.selected_kernel(q, v, algorithm, _resolve_backend(backend))

@@ -27,7 +27,6 @@ struct Chunked {
   at::Tensor q_scaled, k, v;  // (B, NH, N, L, D), compute dtype
   at::Tensor log_i;           // (B, NH, N, L)
   at::Tensor cum_lf;          // (B, NH, N, L): b_t, the within-chunk cumulative log forget
-  at::Tensor log_decay;       // (B, NH, N, L, L): b_t - b_j + i_j for j <= t, else -inf
   int64_t S, N, L, pad;
 };
 
@@ -48,10 +47,14 @@ Chunked make_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   c.log_i = pad_time(i.to(dt), c.pad, -kInf).reshape({B, NH, c.N, c.L});
   const auto log_f = pad_time(at::log_sigmoid(f.to(dt)), c.pad, 0.0);
   c.cum_lf = log_f.reshape({B, NH, c.N, c.L}).cumsum(-1);
-  const auto causal = at::ones({c.L, c.L}, q.options().dtype(at::kBool)).tril();
-  c.log_decay = (c.cum_lf.unsqueeze(-1) - c.cum_lf.unsqueeze(-2) + c.log_i.unsqueeze(-2))
-                    .masked_fill(causal.logical_not(), -kInf);
   return c;
+}
+
+// (B, NH, N, L, L): log weight b_t - b_j + i_j of column j in row t (j <= t), else -inf.
+at::Tensor causal_log_decay(const Chunked& c) {
+  const auto causal = at::ones({c.L, c.L}, c.cum_lf.options().dtype(at::kBool)).tril();
+  return (c.cum_lf.unsqueeze(-1) - c.cum_lf.unsqueeze(-2) + c.log_i.unsqueeze(-2))
+      .masked_fill(causal.logical_not(), -kInf);
 }
 
 // The (C, n, m) state entering every chunk, and the state after the last step.
@@ -115,12 +118,13 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
   const auto ch = make_chunks(q, k, v, i, f, chunk_size);
   auto [c0, n0, m0] = initial_state(q, v, c_initial, n_initial, m_initial);
   const auto st = chunk_states(ch, c0, n0, m0);
+  const auto log_decay = causal_log_decay(ch);
 
   // Row stabilizer: the max over the chunk's own columns and the carried state.
   const auto log_state = ch.cum_lf + st.m_start.unsqueeze(-1);            // (B, NH, N, L)
-  const auto m = at::maximum(std::get<0>(ch.log_decay.max(-1)), log_state);
+  const auto m = at::maximum(std::get<0>(log_decay.max(-1)), log_state);
   const auto w_state = (log_state - m).exp();
-  const auto scores = (ch.log_decay - m.unsqueeze(-1)).exp() *
+  const auto scores = (log_decay - m.unsqueeze(-1)).exp() *
                       at::matmul(ch.q_scaled, ch.k.transpose(-1, -2));      // (B, NH, N, L, L)
   const auto num = at::matmul(scores, ch.v) +
                    w_state.unsqueeze(-1) * at::matmul(ch.q_scaled, st.c_start);
@@ -148,6 +152,18 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
 // gradient reaching the state at a chunk boundary e is carried backwards as
 // dC_e = sum_{t>e} exp(F_t - F_e + m_e - m_t) q_t du_t^T (+ the final-state
 // gradient), which is <= 1 in every weight, so no overflow for any gates.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mlstm_final_state_aten(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& i, const at::Tensor& f,
+    const std::optional<at::Tensor>& c_initial,
+    const std::optional<at::Tensor>& n_initial,
+    const std::optional<at::Tensor>& m_initial, int64_t chunk_size) {
+  const auto ch = make_chunks(q, k, v, i, f, chunk_size);
+  auto [c0, n0, m0] = initial_state(q, v, c_initial, n_initial, m_initial);
+  const auto st = chunk_states(ch, c0, n0, m0);
+  return {st.c_last, st.n_last, st.m_last.unsqueeze(-1)};
+}
+
 BackwardOutputs mlstm_chunkwise_backward_aten(
     const at::Tensor& dh,
     const std::optional<at::Tensor>& dc_last,
@@ -179,7 +195,7 @@ BackwardOutputs mlstm_chunkwise_backward_aten(
   const auto db = d_den * norm.sign() * (norm.abs() > floor).to(dt);
 
   // Within-chunk quadratic part.
-  const auto w = (ch.log_decay - m.unsqueeze(-1)).exp();                  // (B, NH, N, L, L)
+  const auto w = (causal_log_decay(ch) - m.unsqueeze(-1)).exp();  // (B, NH, N, L, L)
   const auto qk = at::matmul(ch.q_scaled, ch.k.transpose(-1, -2));
   const auto dp = at::matmul(du, ch.v.transpose(-1, -2)) + db.unsqueeze(-1);
   const auto ds = dp * w;
