@@ -104,7 +104,9 @@ def make_extension():
 
     archs = [a.strip() for a in os.environ.get("XLSTM_CUDA_ARCHS", DEFAULT_ARCHS).split(";")
              if a.strip()]
-    sources = list(common)
+    cuda_common = sorted(glob.glob(os.path.join(csrc, "cuda", "*.cpp")) +
+                         glob.glob(os.path.join(csrc, "cuda", "*.cu")))
+    sources = common + [os.path.relpath(p, ROOT) for p in cuda_common]
     defines = ["-DXLSTM_WITH_CUDA"]
     families = []  # the selected families that have kernels in this source tree
     for fam in selected_families():

@@ -56,6 +56,9 @@ bool family_runs_on(Family family, int cc) {
 
 bool family_compiled(Family family) {
   switch (family) {
+#ifdef XLSTM_FAMILY_SM75
+    case Family::Sm75: return true;
+#endif
 #ifdef XLSTM_FAMILY_SM80
     case Family::Sm80: return true;
 #endif
@@ -63,22 +66,37 @@ bool family_compiled(Family family) {
   }
 }
 
-// The tiled parallel kernel of `family`, if this build has one for these inputs.
-bool has_parallel_kernel(Family family, const at::Tensor& q, const at::Tensor& v) {
-  const auto dt = q.scalar_type();
+bool parallel_head_dims(const at::Tensor& q, const at::Tensor& v) {
   const int64_t dqk = q.size(3), dv = v.size(3);
-  const bool half = dt == at::kHalf || dt == at::kBFloat16;
-  const bool dims = (dqk == 64 || dqk == 128 || dqk == 256) &&
-                    (dv == 64 || dv == 128 || dv == 256 || dv == 512);
-  // The sm80 kernel also serves 9.0 until the sm90 family lands; it is built for it.
-  const bool sm80_kernel = family == Family::Sm80 || family == Family::Sm90;
-  return sm80_kernel && family_compiled(Family::Sm80) && half && dims;
+  return (dqk == 64 || dqk == 128 || dqk == 256) &&
+         (dv == 64 || dv == 128 || dv == 256 || dv == 512);
+}
+
+// The tiled parallel kernel `family` runs for these inputs, or AtenChunkwise.
+Kernel parallel_kernel(Family family, const at::Tensor& q, const at::Tensor& v) {
+  const auto dt = q.scalar_type();
+  if (!parallel_head_dims(q, v)) return Kernel::AtenChunkwise;
+  switch (family) {
+    case Family::Sm90:  // built for 9.0 too; serves until the sm90 family has its kernel
+    case Family::Sm80:
+      if (family_compiled(Family::Sm80) && (dt == at::kHalf || dt == at::kBFloat16)) {
+        return Kernel::Sm80Parallel;
+      }
+      return Kernel::AtenChunkwise;
+    case Family::Sm75:
+      if (family_compiled(Family::Sm75) && dt == at::kHalf) return Kernel::Sm75Parallel;
+      return Kernel::AtenChunkwise;
+    case Family::None: return Kernel::AtenChunkwise;
+  }
+  return Kernel::AtenChunkwise;
 }
 
 }  // namespace
 
 std::string describe(const KernelChoice& choice) {
-  const char* kernel = choice.kernel == Kernel::Sm80Parallel ? "sm80_parallel" : "aten_chunkwise";
+  const char* kernel = choice.kernel == Kernel::Sm80Parallel   ? "sm80_parallel"
+                       : choice.kernel == Kernel::Sm75Parallel ? "sm75_parallel"
+                                                               : "aten_chunkwise";
   if (choice.family == Family::None) return kernel;
   return std::string(family_name(choice.family)) + ":" + kernel;
 }
@@ -112,9 +130,13 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
                       " (compute capability ", major, ".", minor, "); ",
                       "sm90 needs 9.0, sm80 needs 8.0 or newer, sm75 needs 7.5 or newer");
   }
-  if (algo != Algorithm::Chunkwise && has_parallel_kernel(choice.family, q, v)) {
-    choice.kernel = Kernel::Sm80Parallel;
-  }
+  if (algo == Algorithm::Chunkwise) return choice;
+  TORCH_CHECK_TYPE(!(algo == Algorithm::Parallel && choice.family == Family::Sm75 &&
+                     q.scalar_type() == at::kBFloat16),
+                   "mlstm: the sm75 kernel family has no bfloat16 kernel (Turing GPUs have no "
+                   "bfloat16 tensor cores): use float16 inputs, algorithm='chunkwise', or "
+                   "backend='sm80' on an Ampere or newer GPU");
+  choice.kernel = parallel_kernel(choice.family, q, v);
   return choice;
 }
 

@@ -6,9 +6,11 @@
 // family; forcing one the GPU cannot run is an error.
 //
 // Algorithms: "chunkwise" runs the ATen chunkwise implementation everywhere.
-// "parallel" runs the family's tiled kernel for fp16/bf16 on CUDA where this build
-// has one for the head dims; other cases (CPU, fp32/fp64, other head dims) run the
-// ATen path, which computes the same function. "auto" prefers the kernel.
+// "parallel" runs the family's tiled kernel on CUDA where this build has one for
+// the dtype and head dims; other cases (CPU, fp32/fp64, other head dims) run the
+// ATen path, which computes the same function. "auto" prefers the kernel. The
+// sm90 family runs the sm80 kernel until its WGMMA kernel lands. bf16 with the
+// sm75 family and algorithm='parallel' is an error (Turing has no bf16 MMA).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,7 +25,8 @@ enum class Family { None, Sm75, Sm80, Sm90 };  // None: no CUDA family (CPU)
 
 enum class Kernel {
   AtenChunkwise,  // csrc/aten, any device and dtype
-  Sm80Parallel,   // csrc/sm80, CuTe cp.async + mma.sync tiled forward
+  Sm75Parallel,   // csrc/sm75, hand-written mma.sync PTX tiled forward (fp16)
+  Sm80Parallel,   // csrc/sm80, CuTe cp.async + mma.sync tiled forward (fp16, bf16)
 };
 
 struct KernelChoice {

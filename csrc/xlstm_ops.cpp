@@ -24,6 +24,21 @@ int64_t resolve_chunk_size(int64_t chunk_size) {
   return chunk_size > 0 ? chunk_size : kDefaultChunkSize;
 }
 
+#ifdef XLSTM_WITH_CUDA
+// The launcher of a kernel that choose_kernel picked (it only picks compiled ones).
+ForwardLauncher launcher(Kernel kernel) {
+  switch (kernel) {
+#ifdef XLSTM_FAMILY_SM75
+    case Kernel::Sm75Parallel: return &run_mlstm_fwd_sm75;
+#endif
+#ifdef XLSTM_FAMILY_SM80
+    case Kernel::Sm80Parallel: return &run_mlstm_fwd_sm80;
+#endif
+    default: TORCH_CHECK(false, "xlstm: internal error: no launcher for the chosen kernel");
+  }
+}
+#endif
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
     const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& i, const Tensor& f,
     const OptTensor& c_initial, const OptTensor& n_initial, const OptTensor& m_initial,
@@ -32,12 +47,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
   check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
   const KernelChoice choice = choose_kernel(q, v, algorithm, backend);
   const int64_t chunk = resolve_chunk_size(chunk_size);
-#ifdef XLSTM_FAMILY_SM80
-  if (choice.kernel == Kernel::Sm80Parallel) {
-    auto [h, m_rows, norm_rows] =
-        mlstm_parallel_forward_sm80(q, k, v, i, f, c_initial, n_initial, m_initial, eps);
+#ifdef XLSTM_WITH_CUDA
+  if (choice.kernel != Kernel::AtenChunkwise) {
+    auto [h, m_rows, norm_rows] = run_parallel_forward(q, k, v, i, f, c_initial, n_initial,
+                                                       m_initial, eps, launcher(choice.kernel));
     at::Tensor c_last, n_last, m_last;
-    if (return_last_states) {
+    if (return_last_states) {  // the kernels compute h; the state comes from the ATen pass
       std::tie(c_last, n_last, m_last) =
           mlstm_final_state_aten(q, k, v, i, f, c_initial, n_initial, m_initial, chunk);
     } else {
