@@ -13,3 +13,6 @@
 #ifdef XLSTM_FAMILY_SM80
 #include "sm80/mlstm_fwd_sm80_api.h"  // run_mlstm_fwd_sm80: fp16, bf16
 #endif
+#ifdef XLSTM_FAMILY_SM90
+#include "sm90/mlstm_fwd_sm90_api.h"  // run_mlstm_fwd_sm90: fp16, bf16 (sm_90a only)
+#endif

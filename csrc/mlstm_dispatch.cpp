@@ -62,6 +62,9 @@ bool family_compiled(Family family) {
 #ifdef XLSTM_FAMILY_SM80
     case Family::Sm80: return true;
 #endif
+#ifdef XLSTM_FAMILY_SM90
+    case Family::Sm90: return true;
+#endif
     default: return false;
   }
 }
@@ -76,12 +79,13 @@ bool parallel_head_dims(const at::Tensor& q, const at::Tensor& v) {
 Kernel parallel_kernel(Family family, const at::Tensor& q, const at::Tensor& v) {
   const auto dt = q.scalar_type();
   if (!parallel_head_dims(q, v)) return Kernel::AtenChunkwise;
+  const bool half = dt == at::kHalf || dt == at::kBFloat16;
   switch (family) {
-    case Family::Sm90:  // built for 9.0 too; serves until the sm90 family has its kernel
+    case Family::Sm90:
+      if (family_compiled(Family::Sm90) && half) return Kernel::Sm90Parallel;
+      [[fallthrough]];  // the sm80 kernel is built for 9.0 as well
     case Family::Sm80:
-      if (family_compiled(Family::Sm80) && (dt == at::kHalf || dt == at::kBFloat16)) {
-        return Kernel::Sm80Parallel;
-      }
+      if (family_compiled(Family::Sm80) && half) return Kernel::Sm80Parallel;
       return Kernel::AtenChunkwise;
     case Family::Sm75:
       if (family_compiled(Family::Sm75) && dt == at::kHalf) return Kernel::Sm75Parallel;
@@ -94,9 +98,13 @@ Kernel parallel_kernel(Family family, const at::Tensor& q, const at::Tensor& v) 
 }  // namespace
 
 std::string describe(const KernelChoice& choice) {
-  const char* kernel = choice.kernel == Kernel::Sm80Parallel   ? "sm80_parallel"
-                       : choice.kernel == Kernel::Sm75Parallel ? "sm75_parallel"
-                                                               : "aten_chunkwise";
+  const char* kernel = "aten_chunkwise";
+  switch (choice.kernel) {
+    case Kernel::Sm75Parallel: kernel = "sm75_parallel"; break;
+    case Kernel::Sm80Parallel: kernel = "sm80_parallel"; break;
+    case Kernel::Sm90Parallel: kernel = "sm90_parallel"; break;
+    case Kernel::AtenChunkwise: break;
+  }
   if (choice.family == Family::None) return kernel;
   return std::string(family_name(choice.family)) + ":" + kernel;
 }

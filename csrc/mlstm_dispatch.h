@@ -8,8 +8,8 @@
 // Algorithms: "chunkwise" runs the ATen chunkwise implementation everywhere.
 // "parallel" runs the family's tiled kernel on CUDA where this build has one for
 // the dtype and head dims; other cases (CPU, fp32/fp64, other head dims) run the
-// ATen path, which computes the same function. "auto" prefers the kernel. The
-// sm90 family runs the sm80 kernel until its WGMMA kernel lands. bf16 with the
+// ATen path, which computes the same function. "auto" prefers the kernel. A build
+// without the sm90 family runs the sm80 kernel on 9.0 GPUs. bf16 with the
 // sm75 family and algorithm='parallel' is an error (Turing has no bf16 MMA).
 #pragma once
 
@@ -27,6 +27,7 @@ enum class Kernel {
   AtenChunkwise,  // csrc/aten, any device and dtype
   Sm75Parallel,   // csrc/sm75, hand-written mma.sync PTX tiled forward (fp16)
   Sm80Parallel,   // csrc/sm80, CuTe cp.async + mma.sync tiled forward (fp16, bf16)
+  Sm90Parallel,   // csrc/sm90, CuTe WGMMA + TMA warp-specialized forward (fp16, bf16)
 };
 
 struct KernelChoice {

@@ -34,6 +34,9 @@ ForwardLauncher launcher(Kernel kernel) {
 #ifdef XLSTM_FAMILY_SM80
     case Kernel::Sm80Parallel: return &run_mlstm_fwd_sm80;
 #endif
+#ifdef XLSTM_FAMILY_SM90
+    case Kernel::Sm90Parallel: return &run_mlstm_fwd_sm90;
+#endif
     default: TORCH_CHECK(false, "xlstm: internal error: no launcher for the chosen kernel");
   }
 }
