@@ -5,7 +5,8 @@ Knobs (environment variables):
                        "7.5;8.0;8.6;8.9;9.0a", plus PTX of the newest non-"a" arch so
                        newer GPUs JIT it). "a" archs carry the sm_90a-only kernels.
   XLSTM_CUDA_FAMILIES  ','-separated kernel families to compile: sm75, sm80, sm90
-                       (default: all). Left-out families report a clear error at run time.
+                       (default: all). Without a family, its GPUs run the next available
+                       kernel or the ATen path (xlstm_cuda.selected_kernel says which).
   XLSTM_FORCE_CPU=1    build the CPU-only extension even if a CUDA toolkit exists.
   MAX_JOBS             parallel compile jobs (ninja); NVCC_THREADS: nvcc --threads.
 CUTLASS/CuTe headers: third_party/cutlass/include when the submodule is populated,

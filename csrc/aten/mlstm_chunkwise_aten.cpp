@@ -101,10 +101,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> initial_state(
   return {c, n, m};
 }
 
-at::Tensor unchunk_rows(const at::Tensor& x, int64_t S) {  // (B, NH, N, L[, D]) -> (B, NH, S[, D])
-  auto flat = x.flatten(2, 3);
-  return flat.narrow(2, 0, S);
+// (B, NH, N, L[, D]) -> (B, NH, S[, D]), dropping the padded tail; a fresh
+// contiguous tensor (the fake kernels promise contiguous outputs).
+at::Tensor unchunk_rows(const at::Tensor& x, int64_t S) {
+  return x.flatten(2, 3).narrow(2, 0, S).contiguous();
 }
+
+// A distinct 0-element tensor for each output that was not requested (outputs of
+// an op must not alias each other).
+at::Tensor no_output(const at::TensorOptions& options) { return at::empty({0}, options); }
 
 }  // namespace
 
@@ -134,14 +139,17 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
 
   ForwardOutputs out;
   out.h = unchunk_rows(h, ch.S).to(q.scalar_type());
-  out.m_rows = unchunk_rows(m, ch.S).contiguous();
-  out.norm_rows = unchunk_rows(norm, ch.S).contiguous();
+  out.m_rows = unchunk_rows(m, ch.S);
+  out.norm_rows = unchunk_rows(norm, ch.S);
   if (return_last_states) {
     out.c_last = st.c_last;
     out.n_last = st.n_last;
     out.m_last = st.m_last.unsqueeze(-1);
   } else {
-    out.c_last = out.n_last = out.m_last = at::empty({0}, q.options().dtype(m.scalar_type()));
+    const auto opts = q.options().dtype(m.scalar_type());
+    out.c_last = no_output(opts);
+    out.n_last = no_output(opts);
+    out.m_last = no_output(opts);
   }
   return out;
 }
@@ -182,9 +190,10 @@ BackwardOutputs mlstm_chunkwise_backward_aten(
   auto [c0, n0, m0] = initial_state(q, v, c_initial, n_initial, m_initial);
   const auto st = chunk_states(ch, c0, n0, m0);
 
-  // Padded rows get m = +inf: every weight of theirs is exp(-inf) = 0.
+  // Padded rows get m = +inf, so every weight of theirs is exp(-inf) = 0, and a
+  // normalizer of 1, so their denominator is 1 (not 0/0 at eps = 0).
   const auto m = pad_time(m_rows.to(dt), ch.pad, kInf).reshape({B, NH, N, L});
-  const auto norm = pad_time(norm_rows.to(dt), ch.pad, 0.0).reshape({B, NH, N, L});
+  const auto norm = pad_time(norm_rows.to(dt), ch.pad, 1.0).reshape({B, NH, N, L});
   const auto dh_c = pad_time(dh.to(dt), ch.pad, 0.0).reshape({B, NH, N, L, DV});
   const auto h_c = pad_time(h.to(dt), ch.pad, 0.0).reshape({B, NH, N, L, DV});
 
@@ -248,7 +257,7 @@ BackwardOutputs mlstm_chunkwise_backward_aten(
   auto d_cum = unchunk_rows(row_sum - di, S).clone();
   d_cum.select(2, S - 1).add_(final_row_sum);
   const auto d_log_f = d_cum.flip(-1).cumsum(-1).flip(-1);
-  const auto df = d_log_f * at::sigmoid(-f.to(dt));
+  const auto df = (d_log_f * at::sigmoid(-f.to(dt))).contiguous();
 
   BackwardOutputs out;
   out.dq = (unchunk_rows(dq, S) * (1.0 / std::sqrt(static_cast<double>(DQK)))).to(q.scalar_type());
@@ -256,9 +265,8 @@ BackwardOutputs mlstm_chunkwise_backward_aten(
   out.dv = unchunk_rows(dv, S).to(v.scalar_type());
   out.di = unchunk_rows(di, S).to(i.scalar_type());
   out.df = df.to(f.scalar_type());
-  const auto empty = at::empty({0}, opts);
-  out.dc_initial = c_initial.has_value() ? dC.to(c_initial->scalar_type()) : empty;
-  out.dn_initial = n_initial.has_value() ? dn.to(n_initial->scalar_type()) : empty;
+  out.dc_initial = c_initial.has_value() ? dC.to(c_initial->scalar_type()) : no_output(opts);
+  out.dn_initial = n_initial.has_value() ? dn.to(n_initial->scalar_type()) : no_output(opts);
   return out;
 }
 
