@@ -106,6 +106,9 @@ __device__ __forceinline__ void copy_rows_guarded(TiledCopy const& tiled_copy, T
 template <class Traits, bool Has_C0>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     mlstm_fwd_sm80_kernel(const __grid_constant__ MlstmForwardParams params) {
+// cp.async and bf16 MMA need sm_80: on older archs of the build the body is empty
+// (the dispatcher never launches this family there).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using Element = typename Traits::Element;
   using bf16 = cutlass::bfloat16_t;
   constexpr int kBlockM = Traits::kBlockM;
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kHeadDimQK = Traits::kHeadDimQK;
   constexpr int kHeadDimV = Traits::kHeadDimV;
   constexpr int kNThreads = Traits::kNThreads;
-  static_assert(kBlockN % 32 == 0 && kBlockN <= 128);
+  static_assert(kBlockN == 32 || kBlockN == 64);  // one or two 32-column gate groups
 
   extern __shared__ __align__(128) char smem_[];
 
@@ -162,10 +165,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutK{});
   Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutV{});
   Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
-  float* s_ct = reinterpret_cast<float*>(smem_ + Traits::kSmemQKVElems * sizeof(Element));
+  float* s_ct = reinterpret_cast<float*>(smem_ + Traits::kSmemElems * sizeof(Element));
   float* s_ct2 = s_ct + kBlockN;
   float* s_ctmax = s_ct2 + kBlockN;
-  float* s_qn0 = s_ctmax + 4;
+  float* s_e = s_ctmax + 4;
+  float* s_qn0 = s_e + kBlockN;
 
   typename Traits::GmemTiledCopyQKV gmem_tiled_copy;
   auto gmem_thr_copy = gmem_tiled_copy.get_thread_slice(tidx);
@@ -281,6 +285,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       const float* c0 = params.c0_ptr + bh * kHeadDimQK * int64_t(params.DV) +
                         int64_t(dv_block) * kHeadDimV;
 
+#pragma unroll 1
       for (int c = 0; c < kHeadDimQK / kBlockN; ++c) {
         CUTE_UNROLL
         for (int kk = 0; kk < kKPerChunk; ++kk)
@@ -292,21 +297,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
           tSrQhi(e) = hi;
           tSrQlo(e) = bf16(x - float(hi));
         }
-        float4 cv[kVecPerThread];
-        CUTE_UNROLL
-        for (int u = 0; u < kVecPerThread; ++u) {
-          const int idx = tidx + u * kNThreads;
-          const int rr = idx / kVecPerRow, cc = idx % kVecPerRow;
-          cv[u] = *reinterpret_cast<const float4*>(c0 + int64_t(c * kBlockN + rr) * params.DV + cc * 4);
-        }
-        CUTE_UNROLL
+#pragma unroll 1
         for (int term = 0; term < 3; ++term) {
           __syncthreads();  // the previous product is done reading sVb
           CUTE_UNROLL
           for (int u = 0; u < kVecPerThread; ++u) {
             const int idx = tidx + u * kNThreads;
             const int rr = idx / kVecPerRow, cc = idx % kVecPerRow;
-            float xs[4] = {cv[u].x, cv[u].y, cv[u].z, cv[u].w};
+            // Re-read per term (L1/L2 hits) rather than holding the chunk in registers.
+            const float4 cv = *reinterpret_cast<const float4*>(
+                c0 + int64_t(c * kBlockN + rr) * params.DV + cc * 4);
+            float xs[4] = {cv.x, cv.y, cv.z, cv.w};
             CUTE_UNROLL
             for (int e = 0; e < 4; ++e) {
               float x = xs[e];
@@ -343,6 +344,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       CUTE_UNROLL
       for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       if ((tidx & 31) == 0) s_ctmax[tidx / 32] = mx;
+      // Below the diagonal the decay is rank one: exp(logD_tj - m_t) =
+      // exp(frow_t + mx - m_t) * exp(ct_j - mx), with mx the max of this 32-column
+      // group, so both factors are <= 1 and only kBlockN + rows exponentials are needed.
+      s_e[tidx] = mx == -INFINITY ? 0.f : ex2_approx((ct - mx) * kLog2e);
       if (n > 0) {  // every column of tile n-1 is < S
         const int64_t j2 = j - kBlockN;
         pf_f = fc[j2];
@@ -368,33 +373,24 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
     Tensor s_rc = make_tensor(acc_s.data(), acc_rowcol_layout(acc_s.layout()));
     const int64_t col0 = int64_t(n) * kBlockN;
-    auto online_update = [&](auto mask_tag) {
-      constexpr bool kMask = decltype(mask_tag)::value;
-      float ctmax = s_ctmax[0];
-      CUTE_UNROLL
-      for (int q = 1; q < kBlockN / 32; ++q) ctmax = fmaxf(ctmax, s_ctmax[q]);
+    // Diagonal tiles: exact per-element decay with the causal mask.
+    auto update_masked = [&]() {
+      float alpha[kRows];
       CUTE_UNROLL
       for (int r = 0; r < kRows; ++r) {
         const int64_t t = row0 + get<0>(tScS_rc(r, 0));
-        float mt;
-        if constexpr (kMask) {
-          mt = -INFINITY;
-          CUTE_UNROLL
-          for (int c = 0; c < kCols; ++c) {
-            const int cl = get<1>(tScS_rc(r, c));
-            if (col0 + cl <= t) mt = fmaxf(mt, frow[r] + s_ct[cl]);
-          }
-          mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-          mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-        } else {
-          mt = frow[r] + ctmax;  // every column of the tile is causal for every row
+        float mt = -INFINITY;
+        CUTE_UNROLL
+        for (int c = 0; c < kCols; ++c) {
+          const int cl = get<1>(tScS_rc(r, c));
+          if (col0 + cl <= t) mt = fmaxf(mt, frow[r] + s_ct[cl]);
         }
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
         const float m_new = fmaxf(m_run[r], mt);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = ex2_approx((m_run[r] - m_use) * kLog2e);
+        alpha[r] = ex2_approx((m_run[r] - m_use) * kLog2e);
         m_run[r] = m_new;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(o_rc); ++c) o_rc(r, c) *= alpha;
         // p = exp(logD - m) * scale * (q . k), in log2 units with the scale folded in.
         const float rb2 = (frow[r] - m_use) * kLog2e + log2_scale;
         float bsum = 0.f;
@@ -402,15 +398,63 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         for (int c = 0; c < kCols; ++c) {
           const int cl = get<1>(tScS_rc(r, c));
           float p = ex2_approx(rb2 + s_ct2[cl]) * s_rc(r, c);
-          if (kMask && col0 + cl > t) p = 0.f;
+          if (col0 + cl > t) p = 0.f;
           s_rc(r, c) = p;
           bsum += p;
         }
-        b_run[r] = b_run[r] * alpha + bsum;
+        b_run[r] = b_run[r] * alpha[r] + bsum;
+      }
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(o_rc); ++c) o_rc(r, c) *= alpha[r];
       }
     };
-    if (col0 + kBlockN - 1 > row0) online_update(cute::true_type{});
-    else online_update(cute::false_type{});
+    // Tiles below the diagonal: every column is causal for every row; rank-one decay.
+    auto update_full = [&]() {
+      constexpr int kGroups = kBlockN / 32;
+      float gmax[kGroups];
+      float ctmax = -INFINITY;
+      CUTE_UNROLL
+      for (int g = 0; g < kGroups; ++g) {
+        gmax[g] = s_ctmax[g];
+        ctmax = fmaxf(ctmax, gmax[g]);
+      }
+      float alpha[kRows];
+      bool rescale = false;
+      CUTE_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const float m_new = fmaxf(m_run[r], frow[r] + ctmax);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        alpha[r] = ex2_approx((m_run[r] - m_use) * kLog2e);
+        rescale |= alpha[r] != 1.f;
+        m_run[r] = m_new;
+        // Named scalars, not an array: a runtime-indexed array would go to local memory.
+        const float rowf0 = ex2_approx((frow[r] + gmax[0] - m_use) * kLog2e + log2_scale);
+        const float rowf1 = kGroups > 1
+            ? ex2_approx((frow[r] + gmax[kGroups - 1] - m_use) * kLog2e + log2_scale) : rowf0;
+        float bsum = 0.f;
+        CUTE_UNROLL
+        for (int c = 0; c < kCols; ++c) {
+          const int cl = get<1>(tScS_rc(r, c));
+          const float rf = (cl & 32) ? rowf1 : rowf0;
+          const float p = s_rc(r, c) * (rf * s_e[cl]);
+          s_rc(r, c) = p;
+          bsum += p;
+        }
+        b_run[r] = b_run[r] * alpha[r] + bsum;
+      }
+      // The max rarely grows away from the diagonal: skip the O rescale then.
+      if (__any_sync(0xffffffffu, rescale)) {
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          CUTE_UNROLL
+          for (int c = 0; c < size<1>(o_rc); ++c) o_rc(r, c) *= alpha[r];
+        }
+      }
+    };
+    if (col0 + kBlockN - 1 > row0) update_masked();
+    else update_full();
 
     Tensor rP = make_fragment_like<Element>(acc_s);
     CUTE_UNROLL
@@ -469,6 +513,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       for (int k = 0; k < size<2>(tOrO); ++k) copy(gmem_tiled_copy_O, tOrO(_, m, k), tOgO(_, m, k));
     }
   }
+#endif  // sm_80 and newer
 }
 
 }  // namespace xlstm_sm80

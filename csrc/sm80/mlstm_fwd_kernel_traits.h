@@ -71,11 +71,12 @@ struct MlstmFwdKernelTraits {
   static constexpr int kSmemVElems = kBlockN * kHeadDimV;
   static constexpr int kSmemQKVElems = kSmemQElems + kSmemKElems + kSmemVElems;
   // The O tile is staged through the (by then idle) Q/K/V region.
-  static_assert(kBlockM * kHeadDimV <= kSmemQKVElems);
-  // Per-column decay terms of the current K tile (natural and log2 units), the tile's
-  // column max per 32-column half, and q̂ n0 per row.
-  static constexpr int kSmemFloats = 2 * kBlockN + 4 + kBlockM;
-  static constexpr int kSmemSize = kSmemQKVElems * int(sizeof(Element)) + kSmemFloats * 4;
+  static constexpr int kSmemElems =
+      kSmemQKVElems > kBlockM * kHeadDimV ? kSmemQKVElems : kBlockM * kHeadDimV;
+  // Per-column decay terms of the current K tile (natural and log2 units), the max per
+  // 32-column group, the rank-one column factors, and q̂ n0 per row.
+  static constexpr int kSmemFloats = 3 * kBlockN + 4 + kBlockM;
+  static constexpr int kSmemSize = kSmemElems * int(sizeof(Element)) + kSmemFloats * 4;
 
   // Global <-> shared: 16-byte vectors, 8 threads per 64-element row.
   static constexpr int kGmemElemsPerLoad = 16 / int(sizeof(Element));

@@ -1,0 +1,169 @@
+// CuTe types of the sm_90a family for one (element type, DQK, DV tile): WGMMA
+// tiled MMAs, swizzled shared-memory layouts, TMA copy types, shared storage and
+// the kernel's parameter struct.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/pipeline.hpp>
+
+#include "../mlstm_params.h"
+#include "mlstm_fwd_sm90_tile_size.h"
+
+namespace xlstm_sm90 {
+
+using namespace cute;
+
+template <typename Element_, int kDQK_, int kBlockDV_>
+struct TileTraits {
+  using Element = Element_;
+  using ElementAccum = float;
+  static constexpr int kDQK = kDQK_;
+  static constexpr int kBlockDV = kBlockDV_;
+  static constexpr int kBlockM = xlstm_sm90::kBlockM;
+  static constexpr int kBlockN = tile_block_n(kDQK, kBlockDV);
+  static constexpr int kStages = xlstm_sm90::kStages;
+  static constexpr int kNumMmaWarpGroups = kBlockM / 64;
+  static constexpr int kNumMmaThreads = kNumMmaWarpGroups * 128;
+  static constexpr int kNumThreads = kNumMmaThreads + 128;  // + one producer warpgroup
+  // setmaxnreg budgets (FA3's split for two consumer warpgroups): 24 + 2 x 240 = 504
+  // registers per thread triple, 504 x 128 = 64512 <= 64K.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+  static_assert(kNumMmaWarpGroups == 2, "register budgets assume two consumer warpgroups");
+  static_assert(kDQK % 64 == 0 && kBlockDV % 64 == 0, "128-byte swizzle atoms are 64 wide");
+
+  using TileShapeS = Shape<Int<kBlockM>, Int<kBlockN>, Int<kDQK>>;    // S = Q K^T
+  using TileShapeO = Shape<Int<kBlockM>, Int<kBlockDV>, Int<kBlockN>>;  // O += P V
+  using AtomLayout = Layout<Shape<Int<kNumMmaWarpGroups>, _1, _1>>;   // warpgroups along M
+  using TiledMmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, ElementAccum, TileShapeS>(), AtomLayout{}));
+  // P comes from registers (RS); V^T is an MN-major B operand (DV contiguous in smem).
+  using TiledMmaO = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, ElementAccum, TileShapeO, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+
+  // Q, K, V tiles are row-major with the head dim contiguous (K-major for WGMMA):
+  // 128-byte swizzle atoms of 8 x 64 elements, no bank conflicts for TMA or WGMMA.
+  using SmemLayoutAtom = GMMA::Layout_K_SW128_Atom<Element>;
+  using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kDQK>>{}));
+  using SmemLayoutK = decltype(tile_to_shape(
+      SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kDQK>, Int<kStages>>{}));
+  using SmemLayoutV = decltype(tile_to_shape(
+      SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kBlockDV>, Int<kStages>>{}));
+  // The same V buffer seen as (DV, N, stage): a transposed view, not a copy.
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutV{}, make_ordered_layout(Shape<Int<kBlockDV>, Int<kBlockN>, Int<kStages>>{},
+                                         Step<_2, _1, _3>{})));
+
+};
+
+// Global tensors as (S, D, NH, B) with the real int64 strides (last dim contiguous).
+using GmemShape = Shape<int32_t, int32_t, int32_t, int32_t>;
+using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
+
+template <typename Element>
+auto gmem_tensor(const void* ptr, int64_t S, int D, int64_t NH, int64_t B, int64_t row_stride,
+                 int64_t head_stride, int64_t batch_stride) {
+  // TMA wants every global stride a multiple of 16 bytes. A dimension of extent 1 is
+  // only ever indexed at 0, so its stride (which torch leaves arbitrary) is replaced.
+  constexpr int64_t kVec = 16 / sizeof(Element);
+  auto fix = [](int64_t extent, int64_t stride) { return extent == 1 ? kVec : stride; };
+  return make_tensor(make_gmem_ptr(static_cast<const Element*>(ptr)),
+                     make_layout(GmemShape(static_cast<int32_t>(S), D, static_cast<int32_t>(NH),
+                                           static_cast<int32_t>(B)),
+                                 GmemStride(fix(S, row_stride), _1{}, fix(NH, head_stride),
+                                            fix(B, batch_stride))));
+}
+
+template <class T>
+auto make_tma_q(const MlstmForwardParams& p) {
+  using E = typename T::Element;
+  return make_tma_copy(SM90_TMA_LOAD{},
+                       gmem_tensor<E>(p.q_ptr, p.S, T::kDQK, p.NH, p.B, p.q_row_stride,
+                                      p.q_head_stride, p.q_batch_stride),
+                       typename T::SmemLayoutQ{}, Shape<Int<T::kBlockM>, Int<T::kDQK>>{}, _1{});
+}
+template <class T>
+auto make_tma_k(const MlstmForwardParams& p) {
+  using E = typename T::Element;
+  return make_tma_copy(SM90_TMA_LOAD{},
+                       gmem_tensor<E>(p.k_ptr, p.S, T::kDQK, p.NH, p.B, p.k_row_stride,
+                                      p.k_head_stride, p.k_batch_stride),
+                       take<0, 2>(typename T::SmemLayoutK{}),
+                       Shape<Int<T::kBlockN>, Int<T::kDQK>>{}, _1{});
+}
+template <class T>
+auto make_tma_v(const MlstmForwardParams& p) {
+  using E = typename T::Element;
+  return make_tma_copy(SM90_TMA_LOAD{},
+                       gmem_tensor<E>(p.v_ptr, p.S, p.DV, p.NH, p.B, p.v_row_stride,
+                                      p.v_head_stride, p.v_batch_stride),
+                       take<0, 2>(typename T::SmemLayoutV{}),
+                       Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
+}
+
+// Consumer schedules (kSchedule in the launch template picks one). Measured on an
+// H100, bf16, NH 32, DQK = DV = 128, B*S = 65536, S = 1024 / 4096 / 16384:
+//   kSerialPingPong (default, "pingpong"): per tile S = QK^T, softmax, O += PV one
+//       after the other; FA3's warp-scheduler barrier orders the S WGMMAs of the two
+//       consumer warpgroups so one's exponentials run under the other's MMAs.
+//       1.91 / 5.51 / 19.5 ms.
+//   kSerial ("serial"): the same without the barrier. 2.04 / 5.77 / 21.0 ms.
+//   kOverlapPingPong ("overlap"): FA3's intra-warpgroup overlap (S_n and
+//       P_{n-1}V_{n-1} issued together, exponentials of tile n under the latter) plus
+//       ping-pong. 2.38 / 7.19 / 26.7 ms: it keeps P_{n-1} live next to S_n and O,
+//       which spills at the 168 registers ptxas allots per thread.
+enum class Schedule { kSerial = 0, kSerialPingPong = 1, kOverlapPingPong = 2 };
+
+template <typename Element_, int kDQK_, int kBlockDV_, Schedule kSchedule_ = Schedule::kSerialPingPong>
+struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
+  using Base = TileTraits<Element_, kDQK_, kBlockDV_>;
+  static constexpr Schedule kSchedule = kSchedule_;
+  using typename Base::Element;
+  using Base::kBlockM;
+  using Base::kBlockN;
+  using Base::kBlockDV;
+  using Base::kDQK;
+  using Base::kStages;
+  using Base::kNumMmaWarpGroups;
+  using typename Base::SmemLayoutQ;
+  using typename Base::SmemLayoutK;
+  using typename Base::SmemLayoutV;
+  using TmaQ = decltype(make_tma_q<Base>(std::declval<const MlstmForwardParams&>()));
+  using TmaK = decltype(make_tma_k<Base>(std::declval<const MlstmForwardParams&>()));
+  using TmaV = decltype(make_tma_v<Base>(std::declval<const MlstmForwardParams&>()));
+
+  static constexpr uint32_t kTmaBytesQ = kBlockM * kDQK * sizeof(Element);
+  static constexpr uint32_t kTmaBytesKV = kBlockN * (kDQK + kBlockDV) * sizeof(Element);
+
+  using MainloopPipeline = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineState = cutlass::PipelineState<kStages>;
+
+  struct SharedStorage {
+    // 1024-byte alignment: the 128-byte swizzle pattern repeats every 8 rows x 128 B.
+    array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> smem_q;
+    array_aligned<Element, cosize_v<SmemLayoutK>, 1024> smem_k;
+    array_aligned<Element, cosize_v<SmemLayoutV>, 1024> smem_v;
+    // Per consumer warpgroup, double-buffered by tile parity: the column term
+    // F_j - F_j0 - i_j of each key, its minimum (per 32 keys) and F_j0.
+    float col[kNumMmaWarpGroups][2][kBlockN];
+    float col_min[kNumMmaWarpGroups][2][kBlockN / 32];
+    double f_ref[kNumMmaWarpGroups][2];
+    typename MainloopPipeline::SharedStorage pipeline;
+    cutlass::arch::ClusterTransactionBarrier barrier_q;
+  };
+
+  struct Params {
+    MlstmForwardParams p;
+    TmaQ tma_q;
+    TmaK tma_k;
+    TmaV tma_v;
+  };
+};
+
+}  // namespace xlstm_sm90

@@ -1,0 +1,27 @@
+// Tile table of the sm_90a family, shared by host and device code (no CuTe here).
+//
+// A CTA owns kBlockM = 128 query rows (two consumer warpgroups x 64 rows) of one
+// (batch, head) and a kBlockDV-wide slice of DV; it walks the causal key tiles
+// j0 = 0, kBlockN, ... <= last row. Per consumer thread the fp32 accumulators are
+// O: kBlockDV / 2 registers and S: kBlockN / 2 registers (64 x N WGMMA tiles), out
+// of the 240 that setmaxnreg grants each consumer thread, so:
+//   kBlockDV = min(DV, 256): DV = 512 is split over two CTAs; each
+//              recomputes S = Q K^T, which is cheaper than spilling O.
+//   kBlockN  = 128 when O has at most 128 columns and DQK <= 128, else 64: with
+//              O 256 wide the S tile must shrink to stay in registers, and with
+//              DQK = 256 two K stages of 128 rows would not fit shared memory
+//              (Q 64 KB + K 128 KB + V 64 KB > 227 KB).
+#pragma once
+
+namespace xlstm_sm90 {
+
+constexpr int kBlockM = 128;
+constexpr int kStages = 2;
+
+constexpr int tile_block_dv(int dv) { return dv < 256 ? dv : 256; }
+
+constexpr int tile_block_n(int dqk, int block_dv) {
+  return (block_dv <= 128 && dqk <= 128) ? 128 : 64;
+}
+
+}  // namespace xlstm_sm90

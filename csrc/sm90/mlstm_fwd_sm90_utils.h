@@ -1,0 +1,85 @@
+// Small device helpers of the sm_90a family: the WGMMA issue wrapper, views of the
+// WGMMA accumulator layout, named barriers and quad reductions.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_conversion.h>
+
+namespace xlstm_sm90 {
+
+using namespace cute;
+
+// Issues tCrC (+)= tCrA * tCrB over the K mode as one WGMMA batch and commits it;
+// the caller waits with warpgroup_wait<N>() and then fences tCrC again.
+template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
+CUTLASS_DEVICE void wgmma_issue(TiledMma& tiled_mma, TensorA const& tCrA, TensorB const& tCrB,
+                                TensorC& tCrC) {
+  constexpr bool kIsRS = !is_base_of<GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value;
+  if constexpr (kIsRS) warpgroup_fence_operand(const_cast<TensorA&>(tCrA));
+  warpgroup_fence_operand(tCrC);
+  warpgroup_arrive();
+  if constexpr (kZeroInit) tiled_mma.accumulate_ = GMMA::ScaleOut::Zero;
+  CUTLASS_PRAGMA_UNROLL
+  for (int k_block = 0; k_block < size<2>(tCrA); ++k_block) {
+    cute::gemm(tiled_mma, tCrA(_, _, k_block), tCrB(_, _, k_block), tCrC);
+    tiled_mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_fence_operand(tCrC);
+  if constexpr (kIsRS) warpgroup_fence_operand(const_cast<TensorA&>(tCrA));
+}
+
+// WGMMA accumulator ((2, 2, N/8), MMA_M, MMA_N) -> (rows (2, MMA_M), cols (2, N/8, MMA_N)):
+// value mode 0 steps one column, mode 1 eight rows, mode 2 eight columns.
+template <class Layout>
+CUTLASS_HOST_DEVICE constexpr auto acc_layout_rowcol(Layout acc) {
+  static_assert(decltype(rank(acc))::value == 3 && decltype(rank<0>(acc))::value == 3);
+  return make_layout(make_layout(get<0, 1>(acc), get<1>(acc)),
+                     make_layout(get<0, 0>(acc), get<0, 2>(acc), get<2>(acc)));
+}
+
+// The fp32 accumulator of S (64 x N per warpgroup) holds, per thread, exactly the
+// values the 16-bit A operand of a 64 x DV x 16 RS WGMMA needs: two adjacent
+// 8-column blocks form one k16 slice.
+// ((2, 2, N/8), MMA_M, MMA_N) -> ((2, 2, 2), MMA_M, (N/16, MMA_N)).
+template <class Layout>
+CUTLASS_HOST_DEVICE constexpr auto acc_layout_as_a_operand(Layout acc) {
+  auto l = logical_divide(get<0, 2>(acc), Tile<_2>{});  // (2, N/16)
+  return make_layout(make_layout(get<0, 0>(acc), get<0, 1>(acc), get<0, 0>(l)), get<1>(acc),
+                     coalesce(make_layout(get<0, 1>(l), get<2>(acc))));
+}
+
+// Converts a register tensor (contiguous storage) elementwise into a new register
+// tensor of type To with layout `layout` over the same storage order.
+template <typename To, class Engine, class LayoutIn, class LayoutOut>
+CUTLASS_DEVICE auto convert_regs(Tensor<Engine, LayoutIn> const& src, LayoutOut layout) {
+  using From = typename Engine::value_type;
+  constexpr int kN = decltype(size(src))::value;
+  static_assert(decltype(cosize(layout))::value == kN);
+  Tensor dst = make_tensor<To>(layout);
+  cutlass::NumericArrayConverter<To, From, kN> convert;
+  *reinterpret_cast<cutlass::Array<To, kN>*>(dst.data()) =
+      convert(*reinterpret_cast<const cutlass::Array<From, kN>*>(src.data()));
+  return dst;
+}
+
+// bar.sync on a named barrier; id 0 is __syncthreads.
+CUTLASS_DEVICE void named_barrier_sync(uint32_t id, uint32_t num_threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
+}
+
+CUTLASS_DEVICE void named_barrier_arrive(uint32_t id, uint32_t num_threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(num_threads) : "memory");
+}
+
+// The four threads of a quad hold the same two accumulator rows.
+CUTLASS_DEVICE float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+CUTLASS_DEVICE float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffff, x, 1);
+  return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+}  // namespace xlstm_sm90
