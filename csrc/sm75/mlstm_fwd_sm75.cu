@@ -9,25 +9,18 @@
 namespace xlstm_sm75 {
 namespace {
 
-template <int kDQK, int kBlockDV>
+template <int kDQK>
 void launch(const MlstmForwardParams& p, cudaStream_t stream) {
-  constexpr size_t kSmem = sizeof(__half) * (kBlockN * (kDQK + kPad) + kBlockN * (kBlockDV + kPad)) +
-                           sizeof(float) * kBlockN;
-  static_assert(kSmem <= 48 * 1024,
+  const size_t smem = sizeof(__half) * (kBlockN * (kDQK + kPad) + kBlockN * (kBlockDV + kPad)) +
+                      sizeof(float) * kBlockN;
+  static_assert(sizeof(__half) * (kBlockN * (256 + kPad) + kBlockN * (kBlockDV + kPad)) +
+                        sizeof(float) * kBlockN <= 48 * 1024,
                 "shared memory must fit the 48 KB every GPU >= 7.5 grants without opt-in");
   const dim3 grid(static_cast<unsigned>(p.B * p.NH),
                   static_cast<unsigned>((p.S + kBlockM - 1) / kBlockM),
                   static_cast<unsigned>(p.DV / kBlockDV));
-  mlstm_fwd_sm75_kernel<kDQK, kBlockDV><<<grid, kThreads, kSmem, stream>>>(p);
+  mlstm_fwd_sm75_kernel<kDQK><<<grid, kThreads, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// 128-wide DV slices halve the QKᵀ recomputation; with DQK 256 the Q fragments
-// leave no registers for a 128-wide accumulator, so it keeps 64.
-template <int kDQK>
-void launch_dv(const MlstmForwardParams& p, cudaStream_t stream) {
-  if (kDQK <= 128 && p.DV % 128 == 0) launch<kDQK, (kDQK <= 128 ? 128 : 64)>(p, stream);
-  else launch<kDQK, 64>(p, stream);
 }
 
 }  // namespace
@@ -38,13 +31,13 @@ void run_mlstm_fwd_sm75(const MlstmForwardParams& p, cudaStream_t stream) {
   TORCH_CHECK(!p.is_bf16, "mlstm sm75 forward: the sm75 kernel family supports float16 only "
               "(Turing has no bfloat16 tensor cores); use float16, or backend='sm80' on an "
               "Ampere or newer GPU for bfloat16");
-  TORCH_CHECK(p.DV % 64 == 0 && p.DV >= 64 && p.DV <= 512,
+  TORCH_CHECK(p.DV % kBlockDV == 0 && p.DV >= 64 && p.DV <= 512,
               "mlstm sm75 forward: DV (head dim of v) must be one of 64, 128, 256, 512, got ", p.DV);
   TORCH_CHECK(p.S / kBlockM < 65535, "mlstm sm75 forward: S = ", p.S, " exceeds the grid limit");
   switch (p.DQK) {
-    case 64: launch_dv<64>(p, stream); break;
-    case 128: launch_dv<128>(p, stream); break;
-    case 256: launch_dv<256>(p, stream); break;
+    case 64: launch<64>(p, stream); break;
+    case 128: launch<128>(p, stream); break;
+    case 256: launch<256>(p, stream); break;
     default:
       TORCH_CHECK(false, "mlstm sm75 forward: DQK (head dim of q and k) must be one of 64, 128, "
                   "256, got ", p.DQK);

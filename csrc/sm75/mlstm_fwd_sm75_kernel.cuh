@@ -1,7 +1,7 @@
 // sm_75 family: mLSTM parallel forward with hand-written PTX (ldmatrix + mma.sync
 // m16n8k8, fp16 in, fp32 accumulate), no CUTLASS. It is the "runs on every GPU
 // >= 7.5" family: fp16 only (Turing has no bf16 MMA), simple synchronous loads
-// (no cp.async before sm_80), a 64- or 128-wide DV slice per CTA.
+// (no cp.async before sm_80), a 64-wide DV slice per CTA.
 //
 // CTA = 4 warps = one tile of kBlockM = 64 rows of one (batch, head, DV slice);
 // each warp owns 16 rows. For every causal column tile of kBlockN = 64 steps:
@@ -28,6 +28,7 @@ namespace xlstm_sm75 {
 
 constexpr int kBlockM = 64;   // rows per CTA (4 warps x 16)
 constexpr int kBlockN = 64;   // key/value steps per column tile
+constexpr int kBlockDV = 64;  // DV slice per CTA
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kPad = 8;       // halves of padding per smem row
@@ -78,8 +79,7 @@ __device__ __forceinline__ void load_tile(__half* smem, const __half* gmem, int6
   }
 }
 
-// kBlockDV: the DV slice of one CTA (64 or 128); QKᵀ is recomputed per slice.
-template <int kDQK, int kBlockDV>
+template <int kDQK>
 __global__ void __launch_bounds__(kThreads)
 mlstm_fwd_sm75_kernel(const MlstmForwardParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
