@@ -16,11 +16,10 @@ import sys
 import torch
 
 import xlstm_cuda
+from xlstm_cuda.families import FAMILY_DTYPES, runnable_families
 from xlstm_cuda.reference import mlstm_parallel_reference
 
 FLOOR = {torch.float16: 1e-3, torch.bfloat16: 1e-3, torch.float32: 1e-5}
-RUNS_ON = {"sm90": lambda cc: cc == (9, 0), "sm80": lambda cc: cc >= (8, 0),
-           "sm75": lambda cc: cc >= (7, 5)}
 
 
 def poison_allocator(nbytes: int) -> None:
@@ -72,7 +71,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cc = torch.cuda.get_device_capability()
     print(f"GPU {torch.cuda.get_device_name()} cc {cc}; families built: {xlstm_cuda.KERNEL_FAMILIES}")
-    families = [fam for fam in xlstm_cuda.KERNEL_FAMILIES if RUNS_ON[fam](cc)]
+    families = runnable_families()
     dims = [(64, 64), (128, 128), (128, 256), (256, 512), (64, 512), (256, 64)]
     lengths = [1, 17, 64, 127, 1000, 4097]
     if args.quick:
@@ -80,8 +79,8 @@ def main(argv=None):
     gen = torch.Generator(device="cuda").manual_seed(1234)
     failures = total = 0
     for family in families:
-        dtypes = [torch.float16] if family == "sm75" else [torch.float16, torch.bfloat16]
-        for dtype, (dqk, dv), S, st in itertools.product(dtypes, dims, lengths, (False, True)):
+        for dtype, (dqk, dv), S, st in itertools.product(FAMILY_DTYPES[family], dims, lengths,
+                                                         (False, True)):
             ok, kernel, err, err_lp, m_err, b_err = check_case(family, dtype, dqk, dv, S, st, gen)
             total += 1
             failures += not ok

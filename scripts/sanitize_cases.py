@@ -4,12 +4,10 @@ of any tile), with and without initial state."""
 import torch
 
 import xlstm_cuda
+from xlstm_cuda.families import FAMILY_DTYPES, runnable_families
 
-cc = torch.cuda.get_device_capability()
-runs_on = {"sm90": cc == (9, 0), "sm80": cc >= (8, 0), "sm75": cc >= (7, 5)}
-for family in [f for f in xlstm_cuda.KERNEL_FAMILIES if runs_on[f]]:
-    dtypes = [torch.float16] if family == "sm75" else [torch.float16, torch.bfloat16]
-    for dtype in dtypes:
+for family in runnable_families():
+    for dtype in FAMILY_DTYPES[family]:
         for dqk, dv in [(64, 128), (256, 64)]:
             q, k = (torch.randn(1, 2, 100, dqk, device="cuda", dtype=dtype) for _ in range(2))
             v = torch.randn(1, 2, 100, dv, device="cuda", dtype=dtype)

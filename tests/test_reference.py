@@ -52,3 +52,13 @@ def test_reference_matches_spec_transcription(gates):
     for ref in (mlstm_parallel_reference, mlstm_recurrent_reference):
         h = ref(**x, eps=1e-6)[0, 0]
         assert rel_err(h, expected) <= 1e-12, ref.__name__
+
+
+def test_family_table_follows_spec_dispatch():
+    """SPEC §6: sm90 code runs only on 9.0; sm80 on 8.0 and newer; sm75 on 7.5 and newer."""
+    from xlstm_cuda.families import family_runs_on
+    runs = {cc: [fam for fam in ("sm75", "sm80", "sm90") if family_runs_on(fam, cc)]
+            for cc in [(7, 0), (7, 5), (8, 0), (8, 9), (9, 0), (10, 0)]}
+    assert runs == {(7, 0): [], (7, 5): ["sm75"], (8, 0): ["sm75", "sm80"],
+                    (8, 9): ["sm75", "sm80"], (9, 0): ["sm75", "sm80", "sm90"],
+                    (10, 0): ["sm75", "sm80"]}

@@ -8,13 +8,13 @@ Without a GPU it says so and runs the CPU path at small shapes.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from typing import Callable, List
 
 import torch
 
 import xlstm_cuda
+from xlstm_cuda.families import FAMILY_DTYPES, runnable_families
 from xlstm_cuda.reference import mlstm_parallel_reference
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -104,18 +104,19 @@ def speed_table(families, reps):
         runs = []
         for fam in families:
             # Each family in its own dtype: sm75 is fp16-only (Turing has no bf16 MMA).
-            x = [t.half() if t.dim() == 4 else t for t in (q, k, v, i, f)] if fam == "sm75" \
+            fp16_only = torch.bfloat16 not in FAMILY_DTYPES[fam]
+            x = [t.half() if t.dim() == 4 else t for t in (q, k, v, i, f)] if fp16_only \
                 else (q, k, v, i, f)
             kernel = xlstm_cuda.selected_kernel(x[0], x[2], "parallel", fam)
             if "aten" in kernel:
                 continue  # the ATen path is a correctness baseline, not timed at this size
-            name = f"mlstm {kernel}" + (" fp16" if fam == "sm75" else "")
+            name = f"mlstm {kernel}" + (" fp16" if fp16_only else "")
             runs.append((name, lambda fam=fam, x=x: xlstm_cuda.mlstm(
                 *x, algorithm="parallel", backend=fam)))
         if DQK == DV:
             for name, backend in (("sdpa cuDNN", SDPBackend.CUDNN_ATTENTION),
                                   ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
-                def attn(backend=backend):
+                def attn(backend=backend, q=q, k=k, v=v):
                     with sdpa_kernel(backend):
                         return torch.nn.functional.scaled_dot_product_attention(
                             q, k, v, is_causal=True)
@@ -133,9 +134,7 @@ def speed_table(families, reps):
 def runnable_backends(device) -> List[str]:
     if device.type != "cuda":
         return ["auto"]
-    cc = torch.cuda.get_device_capability(device)
-    can = {"sm90": cc == (9, 0), "sm80": cc >= (8, 0), "sm75": cc >= (7, 5)}
-    return ["auto"] + [f for f in xlstm_cuda.KERNEL_FAMILIES if can[f]]
+    return ["auto"] + runnable_families(device)
 
 
 def main(argv=None):

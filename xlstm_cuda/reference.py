@@ -15,7 +15,7 @@ low-precision inputs, and the float64 oracle a call with upcast ones.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
