@@ -33,4 +33,17 @@ std::pair<int, int> cuda_compute_capability(int index) {
 #endif
 }
 
+int cuda_max_shared_memory_optin(int index) {
+#ifdef XLSTM_WITH_CUDA
+  int bytes = 0;
+  const auto err = cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, index);
+  TORCH_CHECK(err == cudaSuccess, "xlstm_cuda: cannot read the shared memory size of cuda:", index,
+              ": ", cudaGetErrorString(err));
+  return bytes;
+#else
+  (void)index;
+  return 0;
+#endif
+}
+
 }  // namespace xlstm

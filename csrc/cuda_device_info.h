@@ -12,4 +12,7 @@ bool built_with_cuda();
 // (major, minor) of device `index`. Throws if the build has no CUDA runtime.
 std::pair<int, int> cuda_compute_capability(int index);
 
+// Largest dynamic shared memory one block of a kernel may opt in to on device `index`.
+int cuda_max_shared_memory_optin(int index);
+
 }  // namespace xlstm

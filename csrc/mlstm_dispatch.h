@@ -43,6 +43,25 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
 // "sm80:sm80_parallel", "aten_chunkwise", ...: for logs, tests and the bench.
 std::string describe(const KernelChoice& choice);
 
+// The backward: the sm80 family's kernels serve 8.x, 9.0 and newer GPUs (there is no
+// sm_90a backward yet); everything else, and head dims whose tiles do not fit the
+// GPU's shared memory, run the ATen chunkwise backward.
+enum class BackwardKernel {
+  AtenChunkwise,  // csrc/aten
+  Sm80Parallel,   // csrc/sm80 mlstm_bwd_*: CuTe cp.async + mma.sync (fp16, bf16)
+};
+
+struct BackwardChoice {
+  Family family;
+  BackwardKernel kernel;
+};
+
+BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
+                                      c10::string_view algorithm, c10::string_view backend);
+
+// "sm90:sm80_backward", "aten_chunkwise", ...
+std::string describe(const BackwardChoice& choice);
+
 // The default chunk length of the ATen chunkwise path.
 constexpr int64_t kDefaultChunkSize = 64;
 

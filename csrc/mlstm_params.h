@@ -40,3 +40,49 @@ struct MlstmForwardParams {
   bool is_bf16 = false;
   bool has_c0 = false, has_n0 = false, has_m0 = false;
 };
+
+// Parameters of the mLSTM backward kernels (the quadratic, within-sequence part of
+// the gradient; state terms, dF and the casts are done on the host side, see
+// csrc/cuda/parallel_backward_host.cpp). Notation of docs/semantics.md:
+//   w_tj = exp(logw_tj) = exp(a_t + c_j) for j <= t,  s_tj = scale * q_t . k_j,
+//   dS_tj = w_tj * (rden_t * dh_t . v_j + db_t),
+//   dq_t = scale * sum_j dS_tj k_j,  dk_j = scale * sum_t dS_tj q_t,
+//   dv_j = sum_t w_tj s_tj rden_t dh_t,
+//   dI_j = sum_t dS_tj s_tj (column sums),  rowsum_t = sum_j dS_tj s_tj.
+struct MlstmBackwardParams {
+  // Inputs (B, NH, S, D) with unit last stride, fp16 or bf16 (is_bf16).
+  const void* q_ptr = nullptr;
+  const void* k_ptr = nullptr;
+  const void* v_ptr = nullptr;
+  const void* dh_ptr = nullptr;
+  int64_t q_batch_stride = 0, q_head_stride = 0, q_row_stride = 0;
+  int64_t k_batch_stride = 0, k_head_stride = 0, k_row_stride = 0;
+  int64_t v_batch_stride = 0, v_head_stride = 0, v_row_stride = 0;
+  int64_t dh_batch_stride = 0, dh_head_stride = 0, dh_row_stride = 0;
+
+  // Outputs, contiguous (B, NH, S, D), input dtype.
+  void* dq_ptr = nullptr;
+  void* dk_ptr = nullptr;
+  void* dv_ptr = nullptr;
+  // Optional fp32 addends, contiguous (B, NH, S, D), added before the cast (the
+  // initial/final-state terms); null means none.
+  const float* dq_add_ptr = nullptr;
+  const float* dk_add_ptr = nullptr;
+  const float* dv_add_ptr = nullptr;
+
+  // Per-row terms, contiguous fp32 (B, NH, S), log2 units for the exponents:
+  // a2_t = (F_t - m_t) log2(e), c2_j = (i_j - F_j) log2(e), rden_t = 1 / den_t, db_t.
+  const float* a2_ptr = nullptr;
+  const float* c2_ptr = nullptr;
+  const float* rden_ptr = nullptr;
+  const float* db_ptr = nullptr;
+
+  // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s.
+  float* di_ptr = nullptr;
+  float* rowsum_ptr = nullptr;
+
+  int64_t B = 0, NH = 0, S = 0;
+  int DQK = 0, DV = 0;
+  float scale = 1.f;  // 1 / sqrt(DQK)
+  bool is_bf16 = false;
+};

@@ -40,6 +40,15 @@ ForwardLauncher launcher(Kernel kernel) {
     default: TORCH_CHECK(false, "xlstm: internal error: no launcher for the chosen kernel");
   }
 }
+
+BackwardLauncher backward_launcher(BackwardKernel kernel) {
+  switch (kernel) {
+#ifdef XLSTM_FAMILY_SM80
+    case BackwardKernel::Sm80Parallel: return &run_mlstm_bwd_sm80;
+#endif
+    default: TORCH_CHECK(false, "xlstm: internal error: no launcher for the chosen backward kernel");
+  }
+}
 #endif
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
@@ -80,9 +89,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
     double eps, c10::string_view algorithm, int64_t chunk_size, c10::string_view backend) {
   check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
   check_backward_inputs(dh, dc_last, dn_last, q, v, h, m_rows, norm_rows);
-  // Validates `algorithm`/`backend`; every choice has the same gradient, computed by
-  // the ATen chunkwise backward from the forward's per-row statistics.
-  (void)choose_kernel(q, v, algorithm, backend);
+  // Every choice computes the same gradient from the forward's per-row statistics:
+  // the family's tiled kernels where there are some, else the ATen chunkwise backward.
+  const BackwardChoice choice = choose_backward_kernel(q, v, algorithm, backend);
+#ifdef XLSTM_WITH_CUDA
+  if (choice.kernel != BackwardKernel::AtenChunkwise) {
+    return run_parallel_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
+                                 m_initial, h, m_rows, norm_rows, eps,
+                                 backward_launcher(choice.kernel));
+  }
+#endif
   auto g = mlstm_chunkwise_backward_aten(dh, dc_last, dn_last, q, k, v, i, f, c_initial,
                                          n_initial, m_initial, h, m_rows, norm_rows, eps,
                                          resolve_chunk_size(chunk_size));
@@ -93,6 +109,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
 std::string selected_kernel(const Tensor& q, const Tensor& v, c10::string_view algorithm,
                             c10::string_view backend) {
   return describe(choose_kernel(q, v, algorithm, backend));
+}
+
+// Which kernel the backward of such a call runs, e.g. "sm90:sm80_backward".
+std::string selected_backward_kernel(const Tensor& q, const Tensor& v, c10::string_view algorithm,
+                                     c10::string_view backend) {
+  return describe(choose_backward_kernel(q, v, algorithm, backend));
 }
 
 }  // namespace
@@ -113,6 +135,8 @@ TORCH_LIBRARY(xlstm, m) {
   // CompositeImplicitAutograd kernel so it works for any device.
   m.def("selected_kernel(Tensor q, Tensor v, str algorithm, str backend) -> str",
         &selected_kernel);
+  m.def("selected_backward_kernel(Tensor q, Tensor v, str algorithm, str backend) -> str",
+        &selected_backward_kernel);
 }
 
 TORCH_LIBRARY_IMPL(xlstm, CPU, m) {

@@ -1,6 +1,6 @@
-"""Small ragged-shape runs of every CUDA kernel family, for compute-sanitizer
-(memcheck, racecheck) in scripts/gpu_check.sh. B=1, NH=2, S=100 (not a multiple
-of any tile), with and without initial state."""
+"""Small ragged-shape runs of every CUDA kernel family, forward and backward, for
+compute-sanitizer (memcheck, racecheck) in scripts/gpu_check.sh. B=1, NH=2, S=100 (not
+a multiple of any tile), with and without initial state (and final-state gradients)."""
 import torch
 
 import xlstm_cuda
@@ -14,7 +14,14 @@ for family in runnable_families():
             i, f = torch.randn(1, 2, 100, device="cuda"), torch.randn(1, 2, 100, device="cuda") + 3
             c0 = torch.randn(1, 2, dqk, dv, device="cuda")
             n0, m0 = torch.randn(1, 2, dqk, device="cuda"), torch.randn(1, 2, 1, device="cuda")
+            backward = "_backward" in xlstm_cuda.selected_backward_kernel(q, v, "parallel", family)
             for state in [(None, None, None), (c0, n0, m0)]:
-                h = xlstm_cuda.mlstm(q, k, v, i, f, *state, algorithm="parallel", backend=family)
+                leaves = [t.clone().requires_grad_(backward) for t in (q, k, v, i, f)]
+                h, (c, n, _m) = xlstm_cuda.mlstm(*leaves, *state, algorithm="parallel",
+                                                 backend=family, return_last_states=True)
+                if backward:
+                    loss = (h.float() ** 2).sum() + c.sum() + n.sum()
+                    torch.autograd.grad(loss, leaves)
                 torch.cuda.synchronize()
-            print(family, dtype, dqk, dv, xlstm_cuda.selected_kernel(q, v, "parallel", family))
+            print(family, dtype, dqk, dv, xlstm_cuda.selected_kernel(q, v, "parallel", family),
+                  xlstm_cuda.selected_backward_kernel(q, v, "parallel", family))

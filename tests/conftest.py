@@ -193,6 +193,46 @@ def floor_active_rows(inputs):
 # GPU markers (SPEC §6)
 # ---------------------------------------------------------------------------
 
+_SMALL = 1 << 20  # the caching allocator serves requests <= 1 MiB from its small pool
+
+
+def _reusable_free_blocks():
+    """(pool, bytes) of the cached free blocks a later allocation can be handed: blocks
+    of small-pool segments, and blocks > 1 MiB of large-pool segments."""
+    out = []
+    for seg in torch.cuda.memory_snapshot():
+        for blk in seg["blocks"]:
+            if blk["state"] == "inactive" and (seg["segment_type"] == "small"
+                                               or blk["size"] > _SMALL):
+                out.append((seg["segment_type"], blk["size"]))
+    return out
+
+
+def poison_cuda_allocator():
+    """Fill the CUDA caching allocator's free memory with NaN, so that an output element a
+    kernel forgets to write reads as NaN (SPEC §5). Fully free segments are released;
+    every remaining reusable free block is occupied (largest first, so best-fit hands
+    each request that block; small-pool blocks in pieces of <= 1 MiB), fresh large and
+    small segments are added, and all of it is NaN-filled and freed back to the cache,
+    where the next allocations find it."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    held = []
+    for _ in range(64):
+        blocks = _reusable_free_blocks()
+        if not blocks:
+            break
+        for pool, size in sorted(blocks, key=lambda b: -b[1]):
+            nbytes = min(size, _SMALL) if pool == "small" else size
+            held.append(torch.empty(nbytes // 4, device="cuda"))
+    held.append(torch.empty(64 * 1024 * 1024, device="cuda"))               # 256 MiB
+    held += [torch.empty(64 * 1024, device="cuda") for _ in range(64)]      # small pool
+    for t in held:
+        t.fill_(float("nan"))
+    torch.cuda.synchronize()
+    del held
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                    reason="no CUDA GPU on this machine: GPU tests skipped")
 

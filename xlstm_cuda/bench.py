@@ -131,6 +131,55 @@ def speed_table(families, reps):
         torch.cuda.empty_cache()
 
 
+def train_speed_table(reps):
+    """bf16 forward + backward at B*S = 65,536 next to causal SDPA forward + backward, with
+    the peak memory of one step. TFLOP/s count 3.5x the forward's causal matmul FLOPs
+    (2 forward + 5 backward matmuls, FlashAttention's convention)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    device = torch.device("cuda")
+    shapes = [(65536 // S, 32, S, 128, 128) for S in (1024, 4096, 16384)]
+    shapes += [(65536 // S, 16, S, 128, 256) for S in (1024, 4096)]
+    print("\nSpeed, bf16 forward + backward, median ms, TFLOP/s (3.5x causal fwd FLOPs), peak GiB")
+    header = (f"{'shape (B NH S DQK/DV)':<24} {'implementation':<34} {'ms':>8} {'TFLOP/s':>8} "
+              f"{'peak GiB':>9}")
+    print(header)
+    print("-" * len(header))
+    for B, NH, S, DQK, DV in shapes:
+        q, k, v, i, f = make_inputs(B, NH, S, DQK, DV, torch.bfloat16, device)
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v, i, f)]
+        gh = torch.randn(B, NH, S, DV, device=device, dtype=torch.bfloat16)
+        flops = 3.5 * causal_flops(B, NH, S, DQK, DV)
+        label = f"{B} {NH} {S} {DQK}/{DV}"
+        fwd = xlstm_cuda.selected_kernel(q, v, "parallel", "auto")
+        bwd = xlstm_cuda.selected_backward_kernel(q, v, "parallel", "auto")
+
+        def mlstm_step(leaves=leaves, gh=gh):
+            h = xlstm_cuda.mlstm(*leaves, algorithm="parallel")
+            return torch.autograd.grad(h, leaves, gh)
+        runs = [(f"mlstm {fwd.split(':')[-1]}+{bwd.split(':')[-1]}", mlstm_step)]
+        if DQK == DV:
+            for name, backend in (("sdpa cuDNN", SDPBackend.CUDNN_ATTENTION),
+                                  ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
+                def attn_step(backend=backend, leaves=leaves, gh=gh):
+                    with sdpa_kernel(backend):
+                        o = torch.nn.functional.scaled_dot_product_attention(
+                            *leaves[:3], is_causal=True)
+                    return torch.autograd.grad(o, leaves[:3], gh)
+                runs.append((name, attn_step))
+        for name, fn in runs:
+            try:
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                ms = time_ms(fn, device, reps)
+                peak = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+                print(f"{label:<24} {name:<34} {ms:>8.3f} {flops / ms / 1e9:>8.1f} {peak:>9.2f}")
+            except RuntimeError as exc:
+                print(f"{label:<24} {name:<34} {'n/a':>8} ({str(exc).splitlines()[0][:60]})")
+        del q, k, v, i, f, leaves, gh
+        torch.cuda.empty_cache()
+
+
 def runnable_backends(device) -> List[str]:
     if device.type != "cuda":
         return ["auto"]
@@ -141,7 +190,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU exists")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--no-speed", action="store_true", help="skip the GPU speed table")
+    parser.add_argument("--no-speed", action="store_true", help="skip the GPU speed tables")
+    parser.add_argument("--train-speed-only", action="store_true",
+                        help="only the forward + backward speed table (GPU)")
     args = parser.parse_args(argv)
 
     if torch.cuda.is_available() and not args.cpu:
@@ -160,6 +211,11 @@ def main(argv=None):
     print(f"xlstm_cuda {xlstm_cuda.__version__}, torch {torch.__version__}, "
           f"build: CUDA={xlstm_cuda.WITH_CUDA} families={xlstm_cuda.KERNEL_FAMILIES}")
 
+    if args.train_speed_only:
+        if device.type != "cuda":
+            raise SystemExit("--train-speed-only needs a CUDA GPU")
+        train_speed_table(reps)
+        return
     rows = []
     for shape in shapes:
         for dtype_name in dtypes:
@@ -177,6 +233,7 @@ def main(argv=None):
               f"{r['ms']:>9.3f} {r['err']:>9.2e} {r['ok']:>6}")
     if device.type == "cuda" and not args.no_speed:
         speed_table([b for b in runnable_backends(device) if b != "auto"], reps)
+        train_speed_table(reps)
     failed = [r for r in rows if r["ok"] == "NO"]
     if failed:
         raise SystemExit(f"{len(failed)} case(s) failed the parity check")

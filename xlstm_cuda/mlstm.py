@@ -86,3 +86,12 @@ def selected_kernel(q: torch.Tensor, v: torch.Tensor, algorithm: str = "auto",
     'sm90:sm80_parallel' or 'aten_chunkwise'."""
     _check_choice(algorithm, None)
     return torch.ops.xlstm.selected_kernel(q, v, algorithm, _resolve_backend(backend))
+
+
+def selected_backward_kernel(q: torch.Tensor, v: torch.Tensor, algorithm: str = "auto",
+                             backend: str = "auto") -> str:
+    """Name of the implementation the backward of such a call runs, e.g.
+    'sm90:sm80_backward' or 'aten_chunkwise'. The kernels write every gradient element
+    from one thread block without atomics, so both are bitwise reproducible."""
+    _check_choice(algorithm, None)
+    return torch.ops.xlstm.selected_backward_kernel(q, v, algorithm, _resolve_backend(backend))

@@ -1,5 +1,7 @@
 #include "cuda/parallel_forward_host.h"
 
+#include "cuda/kernel_inputs.h"
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -7,26 +9,6 @@
 #include <cstdint>
 
 namespace xlstm {
-namespace {
-
-// The kernels move 16-byte vectors: the base pointer and every non-unit stride
-// must be 16-byte aligned and the last dim contiguous; otherwise they work on a
-// contiguous copy (strides are honoured, not copied, whenever they allow it).
-at::Tensor vector_aligned(const at::Tensor& t) {
-  const int64_t elems16 = 16 / t.element_size();
-  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
-  for (int64_t d = 0; d < t.dim() - 1 && ok; ++d) {
-    ok = t.stride(d) % elems16 == 0 || t.size(d) == 1;
-  }
-  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
-}
-
-at::Tensor state_fp32(const std::optional<at::Tensor>& s) {
-  if (!s.has_value()) return at::Tensor();
-  return s->to(at::kFloat).contiguous();
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,

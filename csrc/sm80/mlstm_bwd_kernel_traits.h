@@ -1,0 +1,99 @@
+// Tile shapes, MMA atoms, copy atoms and shared-memory layouts of the sm_80 mLSTM
+// backward (docs/semantics.md, "Gradients"). One kernel template, three kinds:
+//
+//   kDQ  row-stationary:    keeps q_t, dh_t of kBlockM rows; streams k_j, v_j;
+//                           dq slice += dS K, row sums of dS * s.
+//   kDK  column-stationary: keeps k_j, v_j of kBlockM columns; streams q_t, dh_t;
+//                           dk slice += dS^T Q, column sums of dS * s (dI).
+//   kDV  column-stationary: keeps k_j; streams q_t and one DV slice of dh_t;
+//                           dv slice += (w * s * rden)^T dH.
+//
+// Every kind computes its score tile with the stationary side as the MMA's M
+// dimension, so the tile that feeds the output GEMM (dS, dS^T or P^T) is already in
+// the A-operand register layout: no shared-memory round trip, no atomics, and every
+// output element is written by exactly one CTA (bitwise reproducible).
+#pragma once
+
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cute/atom/copy_atom.hpp>
+#include <cutlass/numeric_types.h>
+
+namespace xlstm_sm80 {
+
+using namespace cute;
+
+enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2 };
+
+// Head dims are processed in chunks of kChunkQK (q, k) and kChunkV (v, dh) columns:
+// 64 when the head dim is 64, else 128 (DQK, DV any multiple of 128 beyond that).
+// Each chunk is a separate swizzled (rows x chunk) block in shared memory; the number
+// of chunks is a runtime value.
+template <class Element_, int kChunkQK_, int kChunkV_, BwdKind kKind_>
+struct MlstmBwdKernelTraits {
+  using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
+  static constexpr bool kIsBf16 = std::is_same_v<Element, cutlass::bfloat16_t>;
+  static constexpr BwdKind kKind = kKind_;
+  static constexpr bool kRowStationary = kKind == BwdKind::kDQ;
+  // kDQ and kDK need dh . v (the dP tile); kDV only needs the scores.
+  static constexpr bool kNeedsDP = kKind != BwdKind::kDV;
+
+  static constexpr int kChunkQK = kChunkQK_;
+  static constexpr int kChunkV = kChunkV_;
+  static constexpr int kOutChunk = kKind == BwdKind::kDV ? kChunkV : kChunkQK;
+  static_assert(kChunkQK == 64 || kChunkQK == 128);
+  static_assert(kChunkV == 64 || kChunkV == 128);
+
+  static constexpr int kBlockM = 64;  // stationary rows per CTA
+  static constexpr int kBlockN = 64;  // streamed rows per step
+  static constexpr int kNWarps = 4;   // stacked along M, 16 rows each
+  static constexpr int kNThreads = kNWarps * 32;
+  static_assert(kBlockM == 16 * kNWarps);
+
+  using MmaAtomArch = std::conditional_t<kIsBf16, SM80_16x8x16_F32BF16BF16F32_TN,
+                                         SM80_16x8x16_F32F16F16F32_TN>;
+  using TiledMma = TiledMMA<MMA_Atom<MmaAtomArch>, Layout<Shape<Int<kNWarps>, _1, _1>>,
+                            Tile<Int<16 * kNWarps>, _16, _16>>;
+
+  // 64-column (128-byte) rows with the 3-3-3 swizzle, as in the forward.
+  using SmemLayoutAtom = decltype(composition(
+      Swizzle<3, 3, 3>{}, Layout<Shape<_8, _64>, Stride<_64, _1>>{}));
+  template <int kRows, int kCols>
+  using SmemLayout = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kRows>, Int<kCols>>{}));
+  using SmemLayoutXqk = SmemLayout<kBlockM, kChunkQK>;
+  using SmemLayoutXv = SmemLayout<kBlockM, kChunkV>;
+  using SmemLayoutYqk = SmemLayout<kBlockN, kChunkQK>;
+  using SmemLayoutYv = SmemLayout<kBlockN, kChunkV>;
+  using SmemLayoutYout = SmemLayout<kBlockN, kOutChunk>;
+  // The streamed chunk viewed as (chunk, kBlockN): the B operand of the output GEMM,
+  // read with ldmatrix.trans.
+  using SmemLayoutYoutT = decltype(composition(
+      SmemLayoutYout{}, make_layout(Shape<Int<kOutChunk>, Int<kBlockN>>{}, GenRowMajor{})));
+
+  using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
+  using SmemCopyAtomT = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+
+  // Global -> shared: 16-byte cp.async vectors, 8 threads per 64-element row.
+  static constexpr int kGmemElemsPerLoad = 16 / int(sizeof(Element));
+  static constexpr int kGmemThreadsPerRow = 64 / kGmemElemsPerLoad;
+  using GmemLayoutAtom = Layout<Shape<Int<kNThreads / kGmemThreadsPerRow>, Int<kGmemThreadsPerRow>>,
+                                Stride<Int<kGmemThreadsPerRow>, _1>>;
+  using GmemTiledCopy = decltype(make_tiled_copy(
+      Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{}, GmemLayoutAtom{},
+      Layout<Shape<_1, Int<kGmemElemsPerLoad>>>{}));
+
+  // Per-streamed-row scalars (exponent term, rden, db), double-buffered by step parity.
+  static constexpr int kScalarFloats = 2 * 3 * kBlockN;
+
+  // Shared memory for head dims (DQK, DV): stationary q/k (+ v/dh), streamed
+  // k/q (+ all of v/dh, or one dh slice for kDV), then the scalars.
+  static constexpr int64_t smem_bytes(int DQK, int DV) {
+    const int64_t x = int64_t(kBlockM) * (DQK + (kNeedsDP ? DV : 0));
+    const int64_t y = int64_t(kBlockN) * (DQK + (kNeedsDP ? DV : kChunkV));
+    return (x + y) * int64_t(sizeof(Element)) + kScalarFloats * 4;
+  }
+};
+
+}  // namespace xlstm_sm80

@@ -1,0 +1,43 @@
+// Launch of the sm_80 mLSTM backward: the three kernel kinds for one (dtype, chunk
+// widths) combination, on one stream, in the order dK, dV, dQ.
+#pragma once
+
+#include <climits>
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/Exception.h>
+
+#include "mlstm_bwd_kernel.h"
+#include "mlstm_bwd_kernel_traits.h"
+#include "mlstm_bwd_sm80_api.h"
+
+namespace xlstm_sm80 {
+
+template <class Traits>
+void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t stream) {
+  const int64_t num_out = Traits::kKind == BwdKind::kDV ? params.DV / Traits::kChunkV
+                                                        : params.DQK / Traits::kChunkQK;
+  const int64_t num_tiles = (params.S + Traits::kBlockM - 1) / Traits::kBlockM;
+  const int64_t num_blocks = num_out * num_tiles * params.B * params.NH;
+  TORCH_CHECK(num_blocks <= INT_MAX, "mlstm sm80 backward: B*NH*S*D is too large for one launch (",
+              num_blocks, " thread blocks)");
+  if (num_blocks == 0) return;
+  auto kernel = &mlstm_bwd_sm80_kernel<Traits>;
+  const int64_t smem = Traits::smem_bytes(params.DQK, params.DV);
+  if (smem > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(smem)));
+  }
+  kernel<<<dim3(unsigned(num_blocks)), Traits::kNThreads, size_t(smem), stream>>>(params);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <bool kIsBf16, int kChunkQK, int kChunkV>
+void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, cudaStream_t stream) {
+  using Element = std::conditional_t<kIsBf16, cutlass::bfloat16_t, cutlass::half_t>;
+  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDK>>(params, stream);
+  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDV>>(params, stream);
+  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDQ>>(params, stream);
+}
+
+}  // namespace xlstm_sm80

@@ -1,0 +1,41 @@
+// Dispatch of the sm_80 backward: dtype -> chunk widths of the two head dims. A .cu
+// file because the shared-memory size comes from the (CuTe) kernel traits.
+#include "mlstm_bwd_sm80_api.h"
+
+#include <algorithm>
+
+#include <c10/util/Exception.h>
+
+#include "mlstm_bwd_kernel_traits.h"
+
+namespace {
+
+bool head_dim_ok(int d) { return d == 64 || (d > 0 && d % 128 == 0); }
+int chunk_of(int d) { return d == 64 ? 64 : 128; }
+
+}  // namespace
+
+int64_t mlstm_bwd_sm80_smem_bytes(int DQK, int DV) {
+  if (!head_dim_ok(DQK) || !head_dim_ok(DV)) return 0;
+  // The element size and the chunk widths only enter through (DQK, DV) and the kind.
+  using namespace xlstm_sm80;
+  using DQ = MlstmBwdKernelTraits<cutlass::half_t, 128, 128, BwdKind::kDQ>;
+  using DV_ = MlstmBwdKernelTraits<cutlass::half_t, 128, 128, BwdKind::kDV>;
+  return std::max(DQ::smem_bytes(DQK, DV), DV_::smem_bytes(DQK, DV));
+}
+
+void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, cudaStream_t stream) {
+  TORCH_CHECK(head_dim_ok(params.DQK) && head_dim_ok(params.DV),
+              "mlstm sm80 backward: head dims must be 64 or a multiple of 128, got DQK=",
+              params.DQK, ", DV=", params.DV);
+  const int cqk = chunk_of(params.DQK), cv = chunk_of(params.DV);
+  auto by_chunks = [&](auto bf16_tag) {
+    constexpr bool kBf16 = decltype(bf16_tag)::value;
+    if (cqk == 64 && cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 64>(params, stream);
+    else if (cqk == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 128>(params, stream);
+    else if (cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 64>(params, stream);
+    else xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 128>(params, stream);
+  };
+  if (params.is_bf16) by_chunks(std::true_type{});
+  else by_chunks(std::false_type{});
+}
