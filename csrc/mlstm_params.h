@@ -44,11 +44,14 @@ struct MlstmForwardParams {
 // Parameters of the mLSTM backward kernels (the quadratic, within-sequence part of
 // the gradient; state terms, dF and the casts are done on the host side, see
 // csrc/cuda/parallel_backward_host.cpp). Notation of docs/semantics.md:
-//   w_tj = exp(logw_tj) = exp(a_t + c_j) for j <= t,  s_tj = scale * q_t . k_j,
+//   w_tj = exp(F_t - F_j + i_j - m_t) for j <= t,  s_tj = scale * q_t . k_j,
 //   dS_tj = w_tj * (rden_t * dh_t . v_j + db_t),
 //   dq_t = scale * sum_j dS_tj k_j,  dk_j = scale * sum_t dS_tj q_t,
 //   dv_j = sum_t w_tj s_tj rden_t dh_t,
-//   dI_j = sum_t dS_tj s_tj (column sums),  rowsum_t = sum_j dS_tj s_tj.
+//   dI_j = sum_t dS_tj s_tj (column sums),  rowsum_t = sum_j dS_tj s_tj,
+//   dhu_t = sum_j w_tj s_tj dh_t . v_j  (dh_t . u_t, for db_t; computed first).
+enum class BackwardPass { kRowDotProducts, kGradients };
+
 struct MlstmBackwardParams {
   // Inputs (B, NH, S, D) with unit last stride, fp16 or bf16 (is_bf16).
   const void* q_ptr = nullptr;
@@ -70,16 +73,22 @@ struct MlstmBackwardParams {
   const float* dk_add_ptr = nullptr;
   const float* dv_add_ptr = nullptr;
 
-  // Per-row terms, contiguous fp32 (B, NH, S), log2 units for the exponents:
-  // a2_t = (F_t - m_t) log2(e), c2_j = (i_j - F_j) log2(e), rden_t = 1 / den_t, db_t.
-  const float* a2_ptr = nullptr;
-  const float* c2_ptr = nullptr;
+  // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
+  // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and
+  // db_t (fp32; db only read by pass kGradients). The kernels form
+  // log w_tj = F_t - F_j + i_j - m_t from differences to a per-CTA reference F taken
+  // in fp64, as the forward does: |F| grows with S, F_t - F_j must not cancel in fp32.
+  const double* fcum_ptr = nullptr;
+  const float* igate_ptr = nullptr;
+  const float* m_ptr = nullptr;
   const float* rden_ptr = nullptr;
   const float* db_ptr = nullptr;
 
-  // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s.
+  // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s
+  // (pass kGradients), dh_t . u_t of the quadratic part (pass kRowDotProducts).
   float* di_ptr = nullptr;
   float* rowsum_ptr = nullptr;
+  float* dhu_ptr = nullptr;
 
   int64_t B = 0, NH = 0, S = 0;
   int DQK = 0, DV = 0;

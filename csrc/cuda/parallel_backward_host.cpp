@@ -7,12 +7,19 @@
 #include <cstdint>
 
 #include "cuda/kernel_inputs.h"
-#include "cuda/mlstm_bwd_prep.h"
 
 namespace xlstm {
 namespace {
 
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->numel() > 0; }
+
+// Row t reads the initial state with weight w0_t = exp(F_t + m0 - m_t): (B, NH, S) fp32.
+at::Tensor initial_state_weights(const at::Tensor& fcum, const at::Tensor& m,
+                                 const std::optional<at::Tensor>& m0) {
+  const at::Tensor m0d =
+      m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
+  return (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
+}
 
 // Terms of the gradient that involve the initial or the final state (see
 // docs/semantics.md): fp32 addends of dq, dk, dv, and contributions to dI and dF.
@@ -37,12 +44,12 @@ StateTerms state_terms(const at::Tensor& dh, const std::optional<at::Tensor>& dc
   const bool has_init = c0.defined() || n0.defined();
   const bool has_final = given(dc_last) || given(dn_last);
   if (!has_init && !has_final) return st;
-  const at::Tensor m0 = m0_in.has_value() ? m0_in->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
+  const at::Tensor m0 = m0_in.has_value() ? m0_in->to(at::kDouble)
+                                           : at::zeros_like(fcum.narrow(-1, 0, 1));
   const at::Tensor qs = q.to(at::kFloat) * scale;  // q̂
 
   if (has_init) {
-    // Row t reads the initial state with weight w0_t = exp(F_t + m0 - m_t).
-    const at::Tensor w0 = (fcum + m0 - m.to(at::kDouble)).exp().to(at::kFloat);
+    const at::Tensor w0 = initial_state_weights(fcum, m, m0_in);
     const at::Tensor du = dh.to(at::kFloat) * rden.unsqueeze(-1);
     at::Tensor g = at::zeros_like(qs);  // C0 du_t + n0 db_t
     if (c0.defined()) g = g + at::matmul(du, c0.transpose(-1, -2));
@@ -109,15 +116,19 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
 
   const at::Tensor q = vector_aligned(q_in), k = vector_aligned(k_in), v = vector_aligned(v_in);
   const at::Tensor dh = vector_aligned(dh_in.to(q_in.scalar_type()));
-  const at::Tensor h = h_in.to(q_in.scalar_type()).contiguous();
+  (void)h_in;  // dh . h is recomputed from the unrounded numerator (pass kRowDotProducts)
   const at::Tensor ig = i.to(at::kFloat).contiguous();
   const at::Tensor fcum = at::cumsum(at::log_sigmoid(f.to(at::kDouble)), -1).contiguous();
   const at::Tensor m = m_rows.to(at::kFloat).contiguous();
   const at::Tensor nb = norm_rows.to(at::kFloat).contiguous();
 
-  const BackwardRowTerms rt = mlstm_backward_row_terms(dh, h, fcum, ig, m, nb, eps);
-  const StateTerms st = state_terms(dh, dc_last, dn_last, q, k, v, ig, fcum, m, c0, n0, m0,
-                                    rt.rden, rt.db, scale);
+  // Per-row terms: den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b stays NaN) and the sign
+  // of b_t where the floor is inactive (else 0).
+  const at::Tensor floor = (-m).exp();
+  const at::Tensor absb = nb.abs();
+  const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
+  const at::Tensor rden = den.reciprocal().contiguous();
+  const at::Tensor active_sign = nb.sign() * (absb > floor).to(at::kFloat);
 
   at::Tensor dq = at::empty({B, NH, S, DQK}, q_in.options());
   at::Tensor dk = at::empty({B, NH, S, DQK}, k_in.options());
@@ -132,20 +143,39 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.v_batch_stride = v.stride(0); p.v_head_stride = v.stride(1); p.v_row_stride = v.stride(2);
   p.dh_batch_stride = dh.stride(0); p.dh_head_stride = dh.stride(1); p.dh_row_stride = dh.stride(2);
   p.dq_ptr = dq.data_ptr(); p.dk_ptr = dk.data_ptr(); p.dv_ptr = dv.data_ptr();
+  p.fcum_ptr = fcum.data_ptr<double>(); p.igate_ptr = ig.data_ptr<float>();
+  p.m_ptr = m.data_ptr<float>();
+  p.rden_ptr = rden.data_ptr<float>();
+  p.di_ptr = di.data_ptr<float>(); p.rowsum_ptr = rowsum.data_ptr<float>();
+  p.B = B; p.NH = NH; p.S = S;
+  p.DQK = static_cast<int>(DQK); p.DV = static_cast<int>(DV);
+  p.scale = static_cast<float>(scale);
+  p.is_bf16 = q.scalar_type() == at::kBFloat16;
+
+  // db_t = -(dh_t . h_t) / den_t * sign(b_t) [floor inactive], with dh_t . h_t taken as
+  // dh_t . u_t / den_t from the unrounded numerator u_t (quadratic part from the
+  // kernels, initial-state part w0_t q̂_t . C0 dh_t here).
+  at::Tensor dhu = at::empty({B, NH, S}, m.options());
+  p.dhu_ptr = dhu.data_ptr<float>();
+  launch(p, BackwardPass::kRowDotProducts, stream);
+  if (c0.has_value()) {
+    const at::Tensor c0f = state_fp32(c0);
+    const at::Tensor w0 = initial_state_weights(fcum, m, m0);
+    const at::Tensor qs = q.to(at::kFloat) * scale;
+    dhu = dhu + w0 * (at::matmul(dh.to(at::kFloat), c0f.transpose(-1, -2)) * qs).sum(-1);
+  }
+  const at::Tensor db = (-dhu * rden * rden * active_sign).contiguous();
+  p.db_ptr = db.data_ptr<float>();
+
+  const StateTerms st = state_terms(dh, dc_last, dn_last, q, k, v, ig, fcum, m, c0, n0, m0,
+                                    rden, db, scale);
   const at::Tensor dq_add = st.dq_add.defined() ? st.dq_add.contiguous() : at::Tensor();
   const at::Tensor dk_add = st.dk_add.defined() ? st.dk_add.contiguous() : at::Tensor();
   const at::Tensor dv_add = st.dv_add.defined() ? st.dv_add.contiguous() : at::Tensor();
   p.dq_add_ptr = ptr_or_null(dq_add);
   p.dk_add_ptr = ptr_or_null(dk_add);
   p.dv_add_ptr = ptr_or_null(dv_add);
-  p.a2_ptr = rt.a2.data_ptr<float>(); p.c2_ptr = rt.c2.data_ptr<float>();
-  p.rden_ptr = rt.rden.data_ptr<float>(); p.db_ptr = rt.db.data_ptr<float>();
-  p.di_ptr = di.data_ptr<float>(); p.rowsum_ptr = rowsum.data_ptr<float>();
-  p.B = B; p.NH = NH; p.S = S;
-  p.DQK = static_cast<int>(DQK); p.DV = static_cast<int>(DV);
-  p.scale = static_cast<float>(scale);
-  p.is_bf16 = q.scalar_type() == at::kBFloat16;
-  launch(p, stream);
+  launch(p, BackwardPass::kGradients, stream);
 
   // dF_t = (row sums of dlogw, state column included) - (column sums, final row included).
   if (st.di_add.defined()) di = di + st.di_add;

@@ -1,10 +1,13 @@
 // Host side of the kernel families' backward: turns validated tensors into
 // MlstmBackwardParams and runs
-//   1. the per-row terms kernel (rden, db, decay exponents; csrc/cuda/mlstm_bwd_prep.cu),
-//   2. the initial-state and final-state terms, O(S * D^2) ATen batched matmuls in
-//      fp32, handed to the kernels as fp32 addends,
-//   3. the family's tiled kernels (the quadratic part: dq, dk, dv, dI, row sums),
-//   4. dF = row sums - column sums, and df as its reverse cumulative sum.
+//   1. the per-row terms (rden, sign of the normalizer) from the forward's
+//      statistics, elementwise in ATen;
+//   2. the family's pass kRowDotProducts: dh_t . u_t (u = the unrounded numerator),
+//      plus its initial-state part, give the normalizer's gradient db_t;
+//   3. the initial-state and final-state terms, O(S * D^2) ATen batched matmuls in
+//      fp32, handed to the kernels as fp32 addends;
+//   4. the family's pass kGradients (the quadratic part: dq, dk, dv, dI, row sums);
+//   5. dF = row sums - column sums, and df as its reverse cumulative sum.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,7 +20,7 @@
 
 namespace xlstm {
 
-using BackwardLauncher = void (*)(const MlstmBackwardParams&, cudaStream_t);
+using BackwardLauncher = void (*)(const MlstmBackwardParams&, BackwardPass, cudaStream_t);
 
 // Returns (dq, dk, dv, di, df, dc_initial, dn_initial), as the op's schema.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

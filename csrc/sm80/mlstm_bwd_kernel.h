@@ -9,8 +9,8 @@
 //   epilogue  out * scale + optional fp32 addend -> input dtype; row statistics.
 //
 // Element (r, c) of a step's tile is stationary row r and streamed row c: (t, j) for
-// kDQ and (j, t) for kDK / kDV. Its log weight is a_t + c_j (log2 units, computed in
-// fp64 on the host), valid where j <= t; masked elements are selected to 0, never
+// kDQ / kDhu and (j, t) for kDK / kDV. Its log weight is a row term plus a column term
+// (log2 units, see below), valid where j <= t; masked elements are selected to 0, never
 // multiplied, so an overflowing exp above the diagonal cannot leak a NaN.
 #pragma once
 
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   const int64_t S = params.S;
   const int DQK = params.DQK, DV = params.DV;
   const int n_qk = DQK / kChunkQK, n_v = DV / kChunkV;
-  const int num_out = kKind == BwdKind::kDV ? n_v : n_qk;
+  const int num_out = kKind == BwdKind::kDV ? n_v : (kKind == BwdKind::kDhu ? 1 : n_qk);
   const int64_t num_tiles = (S + kBlockM - 1) / kBlockM;
   // Fastest: output slice, then stationary tile (longest causal range first), then
   // batch*head.
@@ -89,9 +89,19 @@ __global__ void __launch_bounds__(Traits::kNThreads)
                     : dh);
   const int n_yhv = kKind == BwdKind::kDV ? 1 : n_v;
 
-  const float* a2 = params.a2_ptr + bh * S;
-  const float* c2 = params.c2_ptr + bh * S;
+  const double* fcum = params.fcum_ptr + bh * S;
+  const float* ig = params.igate_ptr + bh * S;
+  const float* mrow = params.m_ptr + bh * S;
   const float* rden = params.rden_ptr + bh * S;
+  // log w = row term (F_t - F_ref - m_t) + column term (i_j - (F_j - F_ref)), both
+  // formed in fp64 and rounded once; log2 units.
+  const double f_ref = fcum[st0];
+  auto row_term = [&](int64_t t) {
+    return float((fcum[t] - f_ref - double(mrow[t])) * kLog2eD);
+  };
+  auto col_term = [&](int64_t j) {
+    return float((double(ig[j]) - (fcum[j] - f_ref)) * kLog2eD);
+  };
   const float* dbp = params.db_ptr + bh * S;
 
   // Shared memory: [X_qk chunks][X_hv chunks][Y_qk chunks][Y_hv chunks][scalars].
@@ -170,13 +180,14 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
 
-  // Stationary-row terms: (a2, rden, db) of rows t for kDQ, c2 of columns j otherwise.
+  // Stationary-row terms: (row term, rden, db) of rows t for kDQ / kDhu, the column
+  // term of columns j otherwise.
   float x_exp[kRows], x_rden[kRows], x_db[kRows], row_stat[kRows];
   CUTE_UNROLL
   for (int r = 0; r < kRows; ++r) {
     const int64_t idx = st0 + get<0>(tScS_rc(r, 0));
     const bool in = idx < S;
-    x_exp[r] = in ? (kRowSt ? a2[idx] : c2[idx]) : -INFINITY;
+    x_exp[r] = in ? (kRowSt ? row_term(idx) : col_term(idx)) : -INFINITY;
     x_rden[r] = in && kRowSt ? rden[idx] : 0.f;
     x_db[r] = in && kRowSt ? dbp[idx] : 0.f;
     row_stat[r] = 0.f;
@@ -195,7 +206,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     if (tidx < kBlockN) {
       const int64_t idx = y0 + tidx;
       const bool in = idx < S;
-      sc[tidx] = in ? (kRowSt ? c2[idx] : a2[idx]) : -INFINITY;
+      sc[tidx] = in ? (kRowSt ? col_term(idx) : row_term(idx)) : -INFINITY;
       sc[kBlockN + tidx] = in && !kRowSt ? rden[idx] : 0.f;
       sc[2 * kBlockN + tidx] = in && !kRowSt ? dbp[idx] : 0.f;
     }
@@ -253,7 +264,10 @@ __global__ void __launch_bounds__(Traits::kNThreads)
           bool valid = true;
           if constexpr (kMasked) valid = kRowSt ? y0 + cl <= srow : y0 + cl >= srow;
           float x;
-          if constexpr (kNeedsDP) {
+          if constexpr (kKind == BwdKind::kDhu) {
+            stat += valid ? w * s * g_rc(r, c) : 0.f;
+            x = 0.f;
+          } else if constexpr (kNeedsDP) {
             const float db = kRowSt ? x_db[r] : sc[2 * kBlockN + cl];
             const float ds = valid ? w * fmaf(rd, g_rc(r, c), db) : 0.f;
             stat += ds * s;
@@ -261,7 +275,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
           } else {
             x = valid ? w * s * rd : 0.f;
           }
-          x_rc(r, c) = Element(x);
+          if constexpr (Traits::kHasOutputGemm) x_rc(r, c) = Element(x);
         }
         row_stat[r] += stat;
       }
@@ -269,8 +283,10 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     if (masked) elementwise(cute::true_type{});
     else elementwise(cute::false_type{});
 
-    Tensor tOrX = make_tensor(rX.data(), acc_to_A_layout(rX.layout()));
-    gemm_rs(acc_out, tOrX, tOrYt, tOsYt, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
+    if constexpr (Traits::kHasOutputGemm) {
+      Tensor tOrX = make_tensor(rX.data(), acc_to_A_layout(rX.layout()));
+      gemm_rs(acc_out, tOrX, tOrYt, tOsYt, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
+    }
 
     __syncthreads();  // everyone is done reading the output GEMM's tile
     if (has_next) {
@@ -282,7 +298,9 @@ __global__ void __launch_bounds__(Traits::kNThreads)
 
   // ---- epilogue -------------------------------------------------------------------
   if constexpr (kNeedsDP) {
-    float* stat_out = kRowSt ? params.rowsum_ptr : params.di_ptr;
+    float* stat_out = kKind == BwdKind::kDhu ? params.dhu_ptr
+                      : kRowSt               ? params.rowsum_ptr
+                                             : params.di_ptr;
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       float st = row_stat[r];
@@ -293,6 +311,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     }
   }
 
+  if constexpr (!Traits::kHasOutputGemm) return;
   const int d_out = kKind == BwdKind::kDV ? DV : DQK;
   const int64_t col0 = int64_t(out_slice) * kOutChunk;
   Element* out = reinterpret_cast<Element*>(kKind == BwdKind::kDQ   ? params.dq_ptr

@@ -7,6 +7,11 @@
 //                           dk slice += dS^T Q, column sums of dS * s (dI).
 //   kDV  column-stationary: keeps k_j; streams q_t and one DV slice of dh_t;
 //                           dv slice += (w * s * rden)^T dH.
+//   kDhu row-stationary:    keeps q_t, dh_t; streams k_j, v_j; row sums of
+//                           w * s * (dh . v) = dh_t . u_t (no output GEMM). Runs first:
+//                           the normalizer's gradient db_t needs dh_t . h_t, and
+//                           the rounded h of the forward would cost a half ulp of h
+//                           times |dh| in every db_t.
 //
 // Every kind computes its score tile with the stationary side as the MMA's M
 // dimension, so the tile that feeds the output GEMM (dS, dS^T or P^T) is already in
@@ -25,19 +30,21 @@ namespace xlstm_sm80 {
 
 using namespace cute;
 
-enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2 };
+enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2, kDhu = 3 };
 
 // Head dims are processed in chunks of kChunkQK (q, k) and kChunkV (v, dh) columns:
 // 64 when the head dim is 64, else 128 (DQK, DV any multiple of 128 beyond that).
 // Each chunk is a separate swizzled (rows x chunk) block in shared memory; the number
 // of chunks is a runtime value.
-template <class Element_, int kChunkQK_, int kChunkV_, BwdKind kKind_>
+template <class Element_, int kChunkQK_, int kChunkV_, BwdKind kKind_, int kBlockM_ = 64,
+          int kBlockN_ = 64>
 struct MlstmBwdKernelTraits {
   using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
   static constexpr bool kIsBf16 = std::is_same_v<Element, cutlass::bfloat16_t>;
   static constexpr BwdKind kKind = kKind_;
-  static constexpr bool kRowStationary = kKind == BwdKind::kDQ;
-  // kDQ and kDK need dh . v (the dP tile); kDV only needs the scores.
+  static constexpr bool kRowStationary = kKind == BwdKind::kDQ || kKind == BwdKind::kDhu;
+  static constexpr bool kHasOutputGemm = kKind != BwdKind::kDhu;
+  // All but kDV need dh . v (the dP tile); kDV only needs the scores.
   static constexpr bool kNeedsDP = kKind != BwdKind::kDV;
 
   static constexpr int kChunkQK = kChunkQK_;
@@ -46,11 +53,11 @@ struct MlstmBwdKernelTraits {
   static_assert(kChunkQK == 64 || kChunkQK == 128);
   static_assert(kChunkV == 64 || kChunkV == 128);
 
-  static constexpr int kBlockM = 64;  // stationary rows per CTA
-  static constexpr int kBlockN = 64;  // streamed rows per step
-  static constexpr int kNWarps = 4;   // stacked along M, 16 rows each
+  static constexpr int kBlockM = kBlockM_;  // stationary rows per CTA
+  static constexpr int kBlockN = kBlockN_;  // streamed rows per step
+  static constexpr int kNWarps = 4;         // stacked along M
   static constexpr int kNThreads = kNWarps * 32;
-  static_assert(kBlockM == 16 * kNWarps);
+  static_assert(kBlockM % (16 * kNWarps) == 0 && kBlockN % 32 == 0 && kBlockM % kBlockN == 0);
 
   using MmaAtomArch = std::conditional_t<kIsBf16, SM80_16x8x16_F32BF16BF16F32_TN,
                                          SM80_16x8x16_F32F16F16F32_TN>;

@@ -1,5 +1,5 @@
-// Launch of the sm_80 mLSTM backward: the three kernel kinds for one (dtype, chunk
-// widths) combination, on one stream, in the order dK, dV, dQ.
+// Launch of the sm_80 mLSTM backward for one (dtype, chunk widths) combination, on one
+// stream: pass kRowDotProducts runs kDhu; pass kGradients runs dK, dV, dQ.
 #pragma once
 
 #include <climits>
@@ -15,8 +15,9 @@ namespace xlstm_sm80 {
 
 template <class Traits>
 void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t stream) {
-  const int64_t num_out = Traits::kKind == BwdKind::kDV ? params.DV / Traits::kChunkV
-                                                        : params.DQK / Traits::kChunkQK;
+  const int64_t num_out = Traits::kKind == BwdKind::kDV    ? params.DV / Traits::kChunkV
+                          : Traits::kKind == BwdKind::kDhu ? 1
+                                                           : params.DQK / Traits::kChunkQK;
   const int64_t num_tiles = (params.S + Traits::kBlockM - 1) / Traits::kBlockM;
   const int64_t num_blocks = num_out * num_tiles * params.B * params.NH;
   TORCH_CHECK(num_blocks <= INT_MAX, "mlstm sm80 backward: B*NH*S*D is too large for one launch (",
@@ -33,8 +34,13 @@ void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t strea
 }
 
 template <bool kIsBf16, int kChunkQK, int kChunkV>
-void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, cudaStream_t stream) {
+void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, BackwardPass pass,
+                         cudaStream_t stream) {
   using Element = std::conditional_t<kIsBf16, cutlass::bfloat16_t, cutlass::half_t>;
+  if (pass == BackwardPass::kRowDotProducts) {
+    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDhu>>(params, stream);
+    return;
+  }
   launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDK>>(params, stream);
   launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDV>>(params, stream);
   launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDQ>>(params, stream);

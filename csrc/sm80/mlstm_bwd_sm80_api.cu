@@ -24,17 +24,18 @@ int64_t mlstm_bwd_sm80_smem_bytes(int DQK, int DV) {
   return std::max(DQ::smem_bytes(DQK, DV), DV_::smem_bytes(DQK, DV));
 }
 
-void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, cudaStream_t stream) {
+void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, BackwardPass pass,
+                       cudaStream_t stream) {
   TORCH_CHECK(head_dim_ok(params.DQK) && head_dim_ok(params.DV),
               "mlstm sm80 backward: head dims must be 64 or a multiple of 128, got DQK=",
               params.DQK, ", DV=", params.DV);
   const int cqk = chunk_of(params.DQK), cv = chunk_of(params.DV);
   auto by_chunks = [&](auto bf16_tag) {
     constexpr bool kBf16 = decltype(bf16_tag)::value;
-    if (cqk == 64 && cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 64>(params, stream);
-    else if (cqk == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 128>(params, stream);
-    else if (cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 64>(params, stream);
-    else xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 128>(params, stream);
+    if (cqk == 64 && cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 64>(params, pass, stream);
+    else if (cqk == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 128>(params, pass, stream);
+    else if (cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 64>(params, pass, stream);
+    else xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 128, 128>(params, pass, stream);
   };
   if (params.is_bf16) by_chunks(std::true_type{});
   else by_chunks(std::false_type{});

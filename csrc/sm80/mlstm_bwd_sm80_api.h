@@ -13,10 +13,12 @@
 // these head dims (0 when the head dims are not supported at all).
 int64_t mlstm_bwd_sm80_smem_bytes(int DQK, int DV);
 
-void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, cudaStream_t stream);
+void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, BackwardPass pass,
+                       cudaStream_t stream);
 
 namespace xlstm_sm80 {
 // One explicit instantiation per (dtype, DQK chunk, DV chunk) lives in instantiations/.
 template <bool kIsBf16, int kChunkQK, int kChunkV>
-void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, cudaStream_t stream);
+void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, BackwardPass pass,
+                         cudaStream_t stream);
 }  // namespace xlstm_sm80
