@@ -49,7 +49,9 @@ struct MlstmForwardParams {
 //   dq_t = scale * sum_j dS_tj k_j,  dk_j = scale * sum_t dS_tj q_t,
 //   dv_j = sum_t w_tj s_tj rden_t dh_t,
 //   dI_j = sum_t dS_tj s_tj (column sums),  rowsum_t = sum_j dS_tj s_tj,
-//   dhu_t = sum_j w_tj s_tj dh_t . v_j  (dh_t . u_t, for db_t; computed first).
+//   dhu_t = sum_j w_tj s_tj dh_t . v_j  (dh_t . u_t, for db_t; computed first), and
+//   bsum_t = sum_j w_tj s_tj (the normalizer b_t, recomputed with the backward's own
+//   weights so that u, b and their gradients are consistent to fp32 rounding).
 enum class BackwardPass { kRowDotProducts, kGradients };
 
 struct MlstmBackwardParams {
@@ -75,7 +77,7 @@ struct MlstmBackwardParams {
 
   // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
   // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and
-  // db_t (fp32; db only read by pass kGradients). The kernels form
+  // db_t (fp32; rden and db only read by pass kGradients). The kernels form
   // log w_tj = F_t - F_j + i_j - m_t from differences to a per-CTA reference F taken
   // in fp64, as the forward does: |F| grows with S, F_t - F_j must not cancel in fp32.
   const double* fcum_ptr = nullptr;
@@ -89,6 +91,7 @@ struct MlstmBackwardParams {
   float* di_ptr = nullptr;
   float* rowsum_ptr = nullptr;
   float* dhu_ptr = nullptr;
+  float* bsum_ptr = nullptr;  // sum_j w_tj s_tj (pass kRowDotProducts)
 
   int64_t B = 0, NH = 0, S = 0;
   int DQK = 0, DV = 0;

@@ -227,6 +227,6 @@ def test_gpu_training_follows_aten_path_and_learns():
     # the differences over the steps (a chaotic trajectory): tight for the first steps,
     # looser later.
     for step, (a, b) in enumerate(zip(losses, aten_losses)):
-        tol = 1e-2 if step < 10 else 1e-1
+        tol = 3e-2 if step < 10 else 1e-1
         assert abs(a - b) <= tol * abs(b), f"step {step}: kernel path {a} vs ATen path {b}"
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses

@@ -120,15 +120,7 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   const at::Tensor ig = i.to(at::kFloat).contiguous();
   const at::Tensor fcum = at::cumsum(at::log_sigmoid(f.to(at::kDouble)), -1).contiguous();
   const at::Tensor m = m_rows.to(at::kFloat).contiguous();
-  const at::Tensor nb = norm_rows.to(at::kFloat).contiguous();
-
-  // Per-row terms: den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b stays NaN) and the sign
-  // of b_t where the floor is inactive (else 0).
-  const at::Tensor floor = (-m).exp();
-  const at::Tensor absb = nb.abs();
-  const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
-  const at::Tensor rden = den.reciprocal().contiguous();
-  const at::Tensor active_sign = nb.sign() * (absb > floor).to(at::kFloat);
+  (void)norm_rows;  // b_t is recomputed with this pass's weights (see below)
 
   at::Tensor dq = at::empty({B, NH, S, DQK}, q_in.options());
   at::Tensor dk = at::empty({B, NH, S, DQK}, k_in.options());
@@ -145,26 +137,40 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.dq_ptr = dq.data_ptr(); p.dk_ptr = dk.data_ptr(); p.dv_ptr = dv.data_ptr();
   p.fcum_ptr = fcum.data_ptr<double>(); p.igate_ptr = ig.data_ptr<float>();
   p.m_ptr = m.data_ptr<float>();
-  p.rden_ptr = rden.data_ptr<float>();
   p.di_ptr = di.data_ptr<float>(); p.rowsum_ptr = rowsum.data_ptr<float>();
   p.B = B; p.NH = NH; p.S = S;
   p.DQK = static_cast<int>(DQK); p.DV = static_cast<int>(DV);
   p.scale = static_cast<float>(scale);
   p.is_bf16 = q.scalar_type() == at::kBFloat16;
 
-  // db_t = -(dh_t . h_t) / den_t * sign(b_t) [floor inactive], with dh_t . h_t taken as
-  // dh_t . u_t / den_t from the unrounded numerator u_t (quadratic part from the
-  // kernels, initial-state part w0_t q̂_t . C0 dh_t here).
+  // The normalizer b_t and dh_t . u_t (u the unrounded numerator) with the backward's own
+  // weights: quadratic part from the kernels, initial-state part here. Then
+  // den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b stays NaN) and
+  // db_t = -(dh_t . h_t) / den_t * sign(b_t) [floor inactive], dh_t . h_t = dh_t . u_t / den_t.
+  // Recomputing b (instead of the forward's norm_rows) keeps db consistent with the
+  // weights of this pass: where the normalizer's gradient cancels the numerator's
+  // (one dominant column, extreme gates), a 1e-3 mismatch would not cancel.
   at::Tensor dhu = at::empty({B, NH, S}, m.options());
+  at::Tensor bsum = at::empty({B, NH, S}, m.options());
   p.dhu_ptr = dhu.data_ptr<float>();
+  p.bsum_ptr = bsum.data_ptr<float>();
   launch(p, BackwardPass::kRowDotProducts, stream);
-  if (c0.has_value()) {
-    const at::Tensor c0f = state_fp32(c0);
+  if (c0.has_value() || n0.has_value()) {
     const at::Tensor w0 = initial_state_weights(fcum, m, m0);
     const at::Tensor qs = q.to(at::kFloat) * scale;
-    dhu = dhu + w0 * (at::matmul(dh.to(at::kFloat), c0f.transpose(-1, -2)) * qs).sum(-1);
+    if (c0.has_value()) {
+      const at::Tensor c0_dh = at::matmul(dh.to(at::kFloat), state_fp32(c0).transpose(-1, -2));
+      dhu = dhu + w0 * (c0_dh * qs).sum(-1);
+    }
+    if (n0.has_value()) bsum = bsum + w0 * (qs * state_fp32(n0).unsqueeze(-2)).sum(-1);
   }
+  const at::Tensor floor = (-m).exp();
+  const at::Tensor absb = bsum.abs();
+  const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
+  const at::Tensor rden = den.reciprocal().contiguous();
+  const at::Tensor active_sign = bsum.sign() * (absb > floor).to(at::kFloat);
   const at::Tensor db = (-dhu * rden * rden * active_sign).contiguous();
+  p.rden_ptr = rden.data_ptr<float>();
   p.db_ptr = db.data_ptr<float>();
 
   const StateTerms st = state_terms(dh, dc_last, dn_last, q, k, v, ig, fcum, m, c0, n0, m0,

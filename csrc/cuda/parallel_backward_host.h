@@ -1,9 +1,9 @@
 // Host side of the kernel families' backward: turns validated tensors into
 // MlstmBackwardParams and runs
-//   1. the per-row terms (rden, sign of the normalizer) from the forward's
-//      statistics, elementwise in ATen;
-//   2. the family's pass kRowDotProducts: dh_t . u_t (u = the unrounded numerator),
-//      plus its initial-state part, give the normalizer's gradient db_t;
+//   1. the family's pass kRowDotProducts: per row, the normalizer b_t and dh_t . u_t
+//      (u = the unrounded numerator) with the backward's own weights, plus their
+//      initial-state parts, give den_t and the normalizer's gradient db_t;
+//   2. the per-row terms (1 / den_t, db_t), elementwise in ATen;
 //   3. the initial-state and final-state terms, O(S * D^2) ATen batched matmuls in
 //      fp32, handed to the kernels as fp32 addends;
 //   4. the family's pass kGradients (the quadratic part: dq, dk, dv, dI, row sums);

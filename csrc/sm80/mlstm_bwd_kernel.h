@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
 
   // Stationary-row terms: (row term, rden, db) of rows t for kDQ / kDhu, the column
   // term of columns j otherwise.
-  float x_exp[kRows], x_rden[kRows], x_db[kRows], row_stat[kRows];
+  float x_exp[kRows], x_rden[kRows], x_db[kRows], row_stat[kRows], row_b[kRows];
   CUTE_UNROLL
   for (int r = 0; r < kRows; ++r) {
     const int64_t idx = st0 + get<0>(tScS_rc(r, 0));
@@ -191,6 +191,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     x_rden[r] = in && kRowSt ? rden[idx] : 0.f;
     x_db[r] = in && kRowSt ? dbp[idx] : 0.f;
     row_stat[r] = 0.f;
+    row_b[r] = 0.f;
   }
 
   Tensor acc_out = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kOutChunk>>{});
@@ -254,7 +255,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
       CUTE_UNROLL
       for (int r = 0; r < kRows; ++r) {
         const int64_t srow = st0 + get<0>(tScS_rc(r, 0));
-        float stat = 0.f;
+        float stat = 0.f, bsum = 0.f;
         CUTE_UNROLL
         for (int c = 0; c < kCols; ++c) {
           const int cl = get<1>(tScS_rc(r, c));
@@ -265,7 +266,9 @@ __global__ void __launch_bounds__(Traits::kNThreads)
           if constexpr (kMasked) valid = kRowSt ? y0 + cl <= srow : y0 + cl >= srow;
           float x;
           if constexpr (kKind == BwdKind::kDhu) {
-            stat += valid ? w * s * g_rc(r, c) : 0.f;
+            const float p = valid ? w * s : 0.f;
+            stat += p * g_rc(r, c);
+            bsum += p;
             x = 0.f;
           } else if constexpr (kNeedsDP) {
             const float db = kRowSt ? x_db[r] : sc[2 * kBlockN + cl];
@@ -278,6 +281,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
           if constexpr (Traits::kHasOutputGemm) x_rc(r, c) = Element(x);
         }
         row_stat[r] += stat;
+        if constexpr (kKind == BwdKind::kDhu) row_b[r] += bsum;
       }
     };
     if (masked) elementwise(cute::true_type{});
@@ -308,6 +312,12 @@ __global__ void __launch_bounds__(Traits::kNThreads)
       st += __shfl_xor_sync(0xffffffffu, st, 2);
       const int64_t idx = st0 + get<0>(tScS_rc(r, 0));
       if (out_slice == 0 && get<1>(tScS_rc(r, 0)) == 0 && idx < S) stat_out[bh * S + idx] = st;
+      if constexpr (kKind == BwdKind::kDhu) {
+        float bt = row_b[r];
+        bt += __shfl_xor_sync(0xffffffffu, bt, 1);
+        bt += __shfl_xor_sync(0xffffffffu, bt, 2);
+        if (get<1>(tScS_rc(r, 0)) == 0 && idx < S) params.bsum_ptr[bh * S + idx] = bt;
+      }
     }
   }
 
