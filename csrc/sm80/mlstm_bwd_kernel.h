@@ -94,15 +94,14 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   const float* mrow = params.m_ptr + bh * S;
   const float* rden = params.rden_ptr + bh * S;
   // log w = row term (F_t - F_ref - m_t) + column term (i_j - (F_j - F_ref)), both
-  // formed in fp64, in log2 units, and kept as fp32 hi + lo pairs: with gates of
-  // |i| ~ 1e4 both terms are ~1e4 while their sum is O(1), and a single fp32 rounding
-  // of each would leave ~1e-3 relative error per column. hi + hi is then exact
-  // (Sterbenz) where it cancels, and the lo parts restore the fp64 precision.
+  // formed in fp64 and rounded once; log2 units.
   const double f_ref = fcum[st0];
-  auto row_term = [&](int64_t t) { return (fcum[t] - f_ref - double(mrow[t])) * kLog2eD; };
-  auto col_term = [&](int64_t j) { return (double(ig[j]) - (fcum[j] - f_ref)) * kLog2eD; };
-  auto hi_part = [](double x) { return float(x); };
-  auto lo_part = [](double x) { return float(x - double(float(x))); };
+  auto row_term = [&](int64_t t) {
+    return float((fcum[t] - f_ref - double(mrow[t])) * kLog2eD);
+  };
+  auto col_term = [&](int64_t j) {
+    return float((double(ig[j]) - (fcum[j] - f_ref)) * kLog2eD);
+  };
   const float* dbp = params.db_ptr + bh * S;
 
   // Shared memory: [X_qk chunks][X_hv chunks][Y_qk chunks][Y_hv chunks][scalars].
@@ -183,15 +182,12 @@ __global__ void __launch_bounds__(Traits::kNThreads)
 
   // Stationary-row terms: (row term, rden, db) of rows t for kDQ / kDhu, the column
   // term of columns j otherwise.
-  float x_exp[kRows], x_exp_lo[kRows], x_rden[kRows], x_db[kRows], row_stat[kRows],
-      row_b[kRows];
+  float x_exp[kRows], x_rden[kRows], x_db[kRows], row_stat[kRows], row_b[kRows];
   CUTE_UNROLL
   for (int r = 0; r < kRows; ++r) {
     const int64_t idx = st0 + get<0>(tScS_rc(r, 0));
     const bool in = idx < S;
-    const double e = in ? (kRowSt ? row_term(idx) : col_term(idx)) : 0.0;
-    x_exp[r] = in ? hi_part(e) : -INFINITY;
-    x_exp_lo[r] = in ? lo_part(e) : 0.f;
+    x_exp[r] = in ? (kRowSt ? row_term(idx) : col_term(idx)) : -INFINITY;
     x_rden[r] = in && kRowSt ? rden[idx] : 0.f;
     x_db[r] = in && kRowSt ? dbp[idx] : 0.f;
     row_stat[r] = 0.f;
@@ -207,13 +203,11 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     const int64_t y0 = n * kBlockN;
     // Streamed-row scalars of this step into the parity buffer (the other parity may
     // still be read by slower warps of the previous step).
-    float* sc = s_scal + (step & 1) * 4 * kBlockN;
+    float* sc = s_scal + (step & 1) * 3 * kBlockN;
     if (tidx < kBlockN) {
       const int64_t idx = y0 + tidx;
       const bool in = idx < S;
-      const double e = in ? (kRowSt ? col_term(idx) : row_term(idx)) : 0.0;
-      sc[tidx] = in ? hi_part(e) : -INFINITY;
-      sc[3 * kBlockN + tidx] = in ? lo_part(e) : 0.f;
+      sc[tidx] = in ? (kRowSt ? col_term(idx) : row_term(idx)) : -INFINITY;
       sc[kBlockN + tidx] = in && !kRowSt ? rden[idx] : 0.f;
       sc[2 * kBlockN + tidx] = in && !kRowSt ? dbp[idx] : 0.f;
     }
@@ -266,7 +260,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
         for (int c = 0; c < kCols; ++c) {
           const int cl = get<1>(tScS_rc(r, c));
           const float s = s_rc(r, c) * scale;
-          const float w = ex2_approx((x_exp[r] + sc[cl]) + (x_exp_lo[r] + sc[3 * kBlockN + cl]));
+          const float w = ex2_approx(x_exp[r] + sc[cl]);
           const float rd = kRowSt ? x_rden[r] : sc[kBlockN + cl];
           bool valid = true;
           if constexpr (kMasked) valid = kRowSt ? y0 + cl <= srow : y0 + cl >= srow;

@@ -91,9 +91,8 @@ struct MlstmBwdKernelTraits {
       Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{}, GmemLayoutAtom{},
       Layout<Shape<_1, Int<kGmemElemsPerLoad>>>{}));
 
-  // Per-streamed-row scalars (exponent term hi, rden, db, exponent term lo),
-  // double-buffered by step parity.
-  static constexpr int kScalarFloats = 2 * 4 * kBlockN;
+  // Per-streamed-row scalars (exponent term, rden, db), double-buffered by step parity.
+  static constexpr int kScalarFloats = 2 * 3 * kBlockN;
 
   // Shared memory for head dims (DQK, DV): stationary q/k (+ v/dh), streamed
   // k/q (+ all of v/dh, or one dh slice for kDV), then the scalars.
