@@ -325,7 +325,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
           const int cl = get<1>(tScS_rc(r, c));
           float p = ex2_approx(rb2 + s_ct2[cl]) * s_rc(r, c);
           if (col0 + cl > t) p = 0.f;
-          p = static_cast<float>(Element(p));  // the normalizer sums the P that P V uses
           s_rc(r, c) = p;
           bsum += p;
         }
@@ -365,7 +364,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         for (int c = 0; c < kCols; ++c) {
           const int cl = get<1>(tScS_rc(r, c));
           const float rf = (cl & 32) ? rowf1 : rowf0;
-          const float p = static_cast<float>(Element(s_rc(r, c) * (rf * s_e[cl])));
+          const float p = s_rc(r, c) * (rf * s_e[cl]);
           s_rc(r, c) = p;
           bsum += p;
         }

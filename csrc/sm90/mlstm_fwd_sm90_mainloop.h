@@ -252,9 +252,8 @@ struct CollectiveMainloop {
         row_exp[x] = (row_off[x] - m_new[x]) * kLog2e + kLog2Scale;
       }
     };
-    // S -> P in place (fp32 values rounded to Element), b += rowsum P. Branch-free apart
-    // from the CTA-uniform tile_masked, so it may run while the previous tile's P V WGMMA
-    // is in flight.
+    // S -> P in place (fp32), b += rowsum P. Branch-free apart from the CTA-uniform
+    // tile_masked, so it may run while the previous tile's P V WGMMA is in flight.
     auto softmax = [&](int n) {
       const float* col = storage.col[wg][n & 1];
       const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
@@ -270,8 +269,6 @@ struct CollectiveMainloop {
           for (int e = 0; e < 2; ++e) {
             float pv = tSrS_rc(x, c + e) * exp2f(fmaf(cv2[e], -kLog2e, row_exp[x]));
             if (masked) pv = j0 + cl + e <= t_row[x] ? pv : 0.f;
-            // The normalizer sums the rounded P that the P V WGMMA multiplies.
-            pv = static_cast<float>(static_cast<Element>(pv));
             tSrS_rc(x, c + e) = pv;
             b_run[x] += pv;
           }
