@@ -54,7 +54,10 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   const int64_t S = params.S;
   const int DQK = params.DQK, DV = params.DV;
   const int n_qk = DQK / kChunkQK, n_v = DV / kChunkV;
-  const int num_out = kKind == BwdKind::kDV ? n_v : (kKind == BwdKind::kDhu ? 1 : n_qk);
+  const int num_out = kKind == BwdKind::kDV     ? n_v
+                      : kKind == BwdKind::kDhu  ? 1
+                      : kKind == BwdKind::kDKV  ? max(n_qk, n_v)
+                                                : n_qk;
   const int64_t num_tiles = (S + kBlockM - 1) / kBlockM;
   // Fastest: output slice, then stationary tile (longest causal range first), then
   // batch*head.
@@ -169,10 +172,20 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   Tensor tSrYqk = thr_mma.partition_fragment_B(smem_tensor(syqk, LYqk{}));
   Tensor tSrXv = thr_mma.partition_fragment_A(smem_tensor(sxhv, LXv{}));
   Tensor tSrYv = thr_mma.partition_fragment_B(smem_tensor(syhv, LYv{}));
-  // The output GEMM's B operand: a chunk of Y_qk (kDQ, kDK) or the dh slice (kDV).
-  Element* syout = kKind == BwdKind::kDV ? syhv : syqk + int64_t(out_slice) * kBlockN * kChunkQK;
+  // The output GEMM's B operand: a chunk of Y_qk (kDQ, kDK, kDKV) or the dh slice (kDV);
+  // kDKV's second output GEMM reads dh chunk s. (kDKV slices past a head dim's chunk
+  // count skip that output; the pointer is clamped to stay inside the buffer.)
+  const bool do_main = kKind != BwdKind::kDKV || out_slice < n_qk;
+  const bool do_dv2 = Traits::kFusedDV && out_slice < n_v;
+  Element* syout = kKind == BwdKind::kDV
+                       ? syhv
+                       : syqk + int64_t(min(out_slice, n_qk - 1)) * kBlockN * kChunkQK;
   Tensor tOrYt = thr_mma.partition_fragment_B(smem_tensor(syout, LYoutT{}));
   Tensor tOsYt = smem_thr_copy_Bt.partition_S(smem_tensor(syout, LYoutT{}));
+  using LYvT = typename Traits::SmemLayoutYvT;
+  Element* syout2 = syhv + int64_t(min(out_slice, n_v - 1)) * kBlockN * kChunkV;
+  Tensor tOrYt2 = thr_mma.partition_fragment_B(smem_tensor(syout2, LYvT{}));
+  Tensor tOsYt2 = smem_thr_copy_Bt.partition_S(smem_tensor(syout2, LYvT{}));
 
   // Coordinates of this thread's score elements: (stationary row, streamed row).
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
@@ -196,6 +209,9 @@ __global__ void __launch_bounds__(Traits::kNThreads)
 
   Tensor acc_out = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kOutChunk>>{});
   clear(acc_out);
+  constexpr int kOut2 = Traits::kFusedDV ? kChunkV : 16;  // unused (and tiny) unless kDKV
+  Tensor acc_out2 = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kOut2>>{});
+  if constexpr (Traits::kFusedDV) clear(acc_out2);
   const float scale = params.scale;
 
   for (int64_t step = 0; step < n_steps; ++step) {
@@ -238,7 +254,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     const int64_t y0_next = has_next ? step_tile(step + 1) * kBlockN : 0;
     // The tile the output GEMM does not read can be refilled now.
     __syncthreads();
-    if (has_next) {
+    if (has_next && kKind != BwdKind::kDKV) {  // kDKV reads both tiles in its output GEMMs
       if constexpr (kKind == BwdKind::kDV) load_y_qk(y0_next);
       else load_y_hv(y0_next);
       cp_async_fence();
@@ -249,6 +265,8 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     Tensor g_rc = make_tensor(acc_g.data(), acc_rowcol_layout(acc_g.layout()));
     Tensor rX = make_fragment_like<Element>(acc_s);
     Tensor x_rc = make_tensor(rX.data(), acc_rowcol_layout(rX.layout()));
+    Tensor rX2 = make_fragment_like<Element>(acc_s);  // kDKV: P^T for dV
+    Tensor x2_rc = make_tensor(rX2.data(), acc_rowcol_layout(rX2.layout()));
     const bool masked = kRowSt ? y0 + kBlockN - 1 > st0 : y0 < st0 + kBlockM - 1;
     auto elementwise = [&](auto masked_c) {
       constexpr bool kMasked = decltype(masked_c)::value;
@@ -275,6 +293,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
             const float ds = valid ? w * fmaf(rd, g_rc(r, c), db) : 0.f;
             stat += ds * s;
             x = ds;
+            if constexpr (Traits::kFusedDV) x2_rc(r, c) = Element(valid ? w * s * rd : 0.f);
           } else {
             x = valid ? w * s * rd : 0.f;
           }
@@ -288,14 +307,23 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     else elementwise(cute::false_type{});
 
     if constexpr (Traits::kHasOutputGemm) {
-      Tensor tOrX = make_tensor(rX.data(), acc_to_A_layout(rX.layout()));
-      gemm_rs(acc_out, tOrX, tOrYt, tOsYt, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
+      if (do_main) {
+        Tensor tOrX = make_tensor(rX.data(), acc_to_A_layout(rX.layout()));
+        gemm_rs(acc_out, tOrX, tOrYt, tOsYt, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
+      }
+    }
+    if constexpr (Traits::kFusedDV) {
+      if (do_dv2) {
+        Tensor tOrX2 = make_tensor(rX2.data(), acc_to_A_layout(rX2.layout()));
+        gemm_rs(acc_out2, tOrX2, tOrYt2, tOsYt2, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
+      }
     }
 
-    __syncthreads();  // everyone is done reading the output GEMM's tile
+    __syncthreads();  // everyone is done reading the output GEMMs' tiles
     if (has_next) {
       if constexpr (kKind == BwdKind::kDV) load_y_hv(y0_next);
       else load_y_qk(y0_next);
+      if constexpr (kKind == BwdKind::kDKV) load_y_hv(y0_next);
       cp_async_fence();
     }
   }
@@ -322,26 +350,34 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   }
 
   if constexpr (!Traits::kHasOutputGemm) return;
-  const int d_out = kKind == BwdKind::kDV ? DV : DQK;
-  const int64_t col0 = int64_t(out_slice) * kOutChunk;
-  Element* out = reinterpret_cast<Element*>(kKind == BwdKind::kDQ   ? params.dq_ptr
-                                            : kKind == BwdKind::kDK ? params.dk_ptr
-                                                                    : params.dv_ptr) +
-                 bh * S * d_out + col0;
-  const float* add = kKind == BwdKind::kDQ   ? params.dq_add_ptr
-                     : kKind == BwdKind::kDK ? params.dk_add_ptr
-                                             : params.dv_add_ptr;
-  if (add != nullptr) add += bh * S * d_out + col0;
-  const float out_scale = kKind == BwdKind::kDV ? 1.f : scale;
-  Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kOutChunk>>{}));
-  CUTE_UNROLL
-  for (int e = 0; e < size(acc_out); ++e) {
-    const int64_t row = st0 + get<0>(tOcO(e));
-    if (row < S) {
-      const int64_t off = row * d_out + get<1>(tOcO(e));
-      float val = acc_out(e) * out_scale;
-      if (add != nullptr) val += add[off];
-      out[off] = Element(val);
+  // acc (kBlockM x kChunk) * out_scale (+ fp32 addend) -> columns [slice * kChunk, ...)
+  // of a contiguous (B, NH, S, d_out) output.
+  auto store = [&](auto const& acc, auto chunk_c, void* out_ptr, const float* add, int d_out,
+                   float out_scale) {
+    constexpr int kChunk = decltype(chunk_c)::value;
+    const int64_t col0 = int64_t(out_slice) * kChunk;
+    Element* out = reinterpret_cast<Element*>(out_ptr) + bh * S * d_out + col0;
+    if (add != nullptr) add += bh * S * d_out + col0;
+    Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}));
+    CUTE_UNROLL
+    for (int e = 0; e < size(acc); ++e) {
+      const int64_t row = st0 + get<0>(tOcO(e));
+      if (row < S) {
+        const int64_t off = row * d_out + get<1>(tOcO(e));
+        float val = acc(e) * out_scale;
+        if (add != nullptr) val += add[off];
+        out[off] = Element(val);
+      }
+    }
+  };
+  if constexpr (kKind == BwdKind::kDQ) {
+    store(acc_out, Int<kOutChunk>{}, params.dq_ptr, params.dq_add_ptr, DQK, scale);
+  } else if constexpr (kKind == BwdKind::kDV) {
+    store(acc_out, Int<kOutChunk>{}, params.dv_ptr, params.dv_add_ptr, DV, 1.f);
+  } else {
+    if (do_main) store(acc_out, Int<kOutChunk>{}, params.dk_ptr, params.dk_add_ptr, DQK, scale);
+    if constexpr (Traits::kFusedDV) {
+      if (do_dv2) store(acc_out2, Int<kChunkV>{}, params.dv_ptr, params.dv_add_ptr, DV, 1.f);
     }
   }
 #endif  // sm_80 and newer

@@ -7,6 +7,8 @@
 //                           dk slice += dS^T Q, column sums of dS * s (dI).
 //   kDV  column-stationary: keeps k_j; streams q_t and one DV slice of dh_t;
 //                           dv slice += (w * s * rden)^T dH.
+//   kDKV column-stationary: kDK and kDV fused (one score tile feeds dK chunk s and dV
+//                           chunk s).
 //   kDhu row-stationary:    keeps q_t, dh_t; streams k_j, v_j; row sums of
 //                           w * s * (dh . v) = dh_t . u_t (no output GEMM). Runs first:
 //                           the normalizer's gradient db_t needs dh_t . h_t, and
@@ -30,7 +32,7 @@ namespace xlstm_sm80 {
 
 using namespace cute;
 
-enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2, kDhu = 3 };
+enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2, kDhu = 3, kDKV = 4 };
 
 // Head dims are processed in chunks of kChunkQK (q, k) and kChunkV (v, dh) columns:
 // 64 when the head dim is 64, else 128 (DQK, DV any multiple of 128 beyond that).
@@ -44,6 +46,8 @@ struct MlstmBwdKernelTraits {
   static constexpr BwdKind kKind = kKind_;
   static constexpr bool kRowStationary = kKind == BwdKind::kDQ || kKind == BwdKind::kDhu;
   static constexpr bool kHasOutputGemm = kKind != BwdKind::kDhu;
+  // kDKV: kDK and kDV in one pass (dK chunk s and dV chunk s from one score tile).
+  static constexpr bool kFusedDV = kKind == BwdKind::kDKV;
   // All but kDV need dh . v (the dP tile); kDV only needs the scores.
   static constexpr bool kNeedsDP = kKind != BwdKind::kDV;
 
@@ -78,6 +82,8 @@ struct MlstmBwdKernelTraits {
   // read with ldmatrix.trans.
   using SmemLayoutYoutT = decltype(composition(
       SmemLayoutYout{}, make_layout(Shape<Int<kOutChunk>, Int<kBlockN>>{}, GenRowMajor{})));
+  using SmemLayoutYvT = decltype(composition(
+      SmemLayoutYv{}, make_layout(Shape<Int<kChunkV>, Int<kBlockN>>{}, GenRowMajor{})));
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomT = Copy_Atom<SM75_U16x8_LDSM_T, Element>;

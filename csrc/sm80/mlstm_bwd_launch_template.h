@@ -1,7 +1,9 @@
 // Launch of the sm_80 mLSTM backward for one (dtype, chunk widths) combination, on one
-// stream: pass kRowDotProducts runs kDhu; pass kGradients runs dK, dV, dQ.
+// stream: pass kRowDotProducts runs kDhu; pass kGradients runs kDKV (or kDK and kDV),
+// then kDQ.
 #pragma once
 
+#include <algorithm>
 #include <climits>
 
 #include <c10/cuda/CUDAException.h>
@@ -15,9 +17,11 @@ namespace xlstm_sm80 {
 
 template <class Traits>
 void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t stream) {
-  const int64_t num_out = Traits::kKind == BwdKind::kDV    ? params.DV / Traits::kChunkV
+  const int64_t n_qk = params.DQK / Traits::kChunkQK, n_v = params.DV / Traits::kChunkV;
+  const int64_t num_out = Traits::kKind == BwdKind::kDV    ? n_v
                           : Traits::kKind == BwdKind::kDhu ? 1
-                                                           : params.DQK / Traits::kChunkQK;
+                          : Traits::kKind == BwdKind::kDKV ? std::max(n_qk, n_v)
+                                                           : n_qk;
   const int64_t num_tiles = (params.S + Traits::kBlockM - 1) / Traits::kBlockM;
   const int64_t num_blocks = num_out * num_tiles * params.B * params.NH;
   TORCH_CHECK(num_blocks <= INT_MAX, "mlstm sm80 backward: B*NH*S*D is too large for one launch (",
@@ -41,8 +45,18 @@ void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, BackwardPass pass,
     launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDhu>>(params, stream);
     return;
   }
-  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDK>>(params, stream);
-  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDV>>(params, stream);
+  // dK and dV from one score tile (kDKV) where every dV chunk has a dK chunk beside it;
+  // with more DV chunks than DQK chunks (e.g. DQK 128, DV 256) the extra slices would
+  // redo the dP tile for nothing, and two passes measured faster (NOTES, session 2).
+  if (params.DV / kChunkV <= params.DQK / kChunkQK) {
+    // 32 streamed rows: with the dK and dV accumulators (64 registers each) a 64-row
+    // score tile spills (ptxas: 255 registers, 552 bytes of spill loads).
+    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDKV, 64, 32>>(
+        params, stream);
+  } else {
+    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDK>>(params, stream);
+    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDV>>(params, stream);
+  }
   launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDQ>>(params, stream);
 }
 
