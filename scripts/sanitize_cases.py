@@ -8,7 +8,7 @@ from xlstm_cuda.families import FAMILY_DTYPES, runnable_families
 
 for family in runnable_families():
     for dtype in FAMILY_DTYPES[family]:
-        for dqk, dv in [(64, 128), (256, 64)]:
+        for dqk, dv in [(64, 128), (256, 64), (64, 256)]:
             q, k = (torch.randn(1, 2, 100, dqk, device="cuda", dtype=dtype) for _ in range(2))
             v = torch.randn(1, 2, 100, dv, device="cuda", dtype=dtype)
             i, f = torch.randn(1, 2, 100, device="cuda"), torch.randn(1, 2, 100, device="cuda") + 3
