@@ -9,6 +9,7 @@
 #endif
 
 #ifdef XLSTM_FAMILY_SM75
+#include "sm75/mlstm_bwd_sm75_api.h"  // run_mlstm_bwd_sm75: fp16 (the sm80 backward's Turing build)
 #include "sm75/mlstm_fwd_sm75_api.h"  // run_mlstm_fwd_sm75: fp16
 #endif
 #ifdef XLSTM_FAMILY_SM80

@@ -2,6 +2,9 @@
 
 #include "cuda_device_info.h"
 
+#ifdef XLSTM_FAMILY_SM75
+#include "sm75/mlstm_bwd_sm75_api.h"  // mlstm_bwd_sm75_smem_bytes
+#endif
 #ifdef XLSTM_FAMILY_SM80
 #include "sm80/mlstm_bwd_sm80_api.h"  // mlstm_bwd_sm80_smem_bytes
 #endif
@@ -156,21 +159,30 @@ BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
                                       c10::string_view algorithm, c10::string_view backend) {
   const KernelChoice fwd = choose_kernel(q, v, algorithm, backend);
   BackwardChoice choice{fwd.family, BackwardKernel::AtenChunkwise};
+  if (q.size(0) * q.size(1) * q.size(2) == 0) return choice;
+  const int dqk = int(q.size(3)), dv = int(v.size(3));
+  auto fits = [&](int64_t smem) {
+    return smem > 0 && smem <= cuda_max_shared_memory_optin(q.get_device());
+  };
+  (void)dqk; (void)dv; (void)fits;  // unused when neither family is built
 #ifdef XLSTM_FAMILY_SM80
-  const bool mma_sync_family = fwd.kernel == Kernel::Sm80Parallel || fwd.kernel == Kernel::Sm90Parallel;
-  if (mma_sync_family && q.size(0) * q.size(1) * q.size(2) > 0) {
-    const int64_t smem = mlstm_bwd_sm80_smem_bytes(int(q.size(3)), int(v.size(3)));
-    if (smem > 0 && smem <= cuda_max_shared_memory_optin(q.get_device())) {
-      choice.kernel = BackwardKernel::Sm80Parallel;
-    }
+  if ((fwd.kernel == Kernel::Sm80Parallel || fwd.kernel == Kernel::Sm90Parallel) &&
+      fits(mlstm_bwd_sm80_smem_bytes(dqk, dv))) {
+    choice.kernel = BackwardKernel::Sm80Parallel;
+  }
+#endif
+#ifdef XLSTM_FAMILY_SM75
+  if (fwd.kernel == Kernel::Sm75Parallel && fits(mlstm_bwd_sm75_smem_bytes(dqk, dv))) {
+    choice.kernel = BackwardKernel::Sm75Parallel;
   }
 #endif
   return choice;
 }
 
 std::string describe(const BackwardChoice& choice) {
-  const char* kernel =
-      choice.kernel == BackwardKernel::Sm80Parallel ? "sm80_backward" : "aten_chunkwise";
+  const char* kernel = choice.kernel == BackwardKernel::Sm80Parallel   ? "sm80_backward"
+                       : choice.kernel == BackwardKernel::Sm75Parallel ? "sm75_backward"
+                                                                       : "aten_chunkwise";
   if (choice.family == Family::None) return kernel;
   return std::string(family_name(choice.family)) + ":" + kernel;
 }

@@ -44,10 +44,12 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
 std::string describe(const KernelChoice& choice);
 
 // The backward: the sm80 family's kernels serve 8.x, 9.0 and newer GPUs (there is no
-// sm_90a backward yet); everything else, and head dims whose tiles do not fit the
-// GPU's shared memory, run the ATen chunkwise backward.
+// sm_90a backward yet), their Turing build the sm75 family (fp16); everything else,
+// and head dims whose tiles do not fit the GPU's shared memory, run the ATen chunkwise
+// backward.
 enum class BackwardKernel {
   AtenChunkwise,  // csrc/aten
+  Sm75Parallel,   // csrc/sm75 mlstm_bwd_*: the sm80 kernels with mma.sync m16n8k8 (fp16)
   Sm80Parallel,   // csrc/sm80 mlstm_bwd_*: CuTe cp.async + mma.sync (fp16, bf16)
 };
 

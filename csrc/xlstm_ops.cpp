@@ -43,6 +43,9 @@ ForwardLauncher launcher(Kernel kernel) {
 
 BackwardLauncher backward_launcher(BackwardKernel kernel) {
   switch (kernel) {
+#ifdef XLSTM_FAMILY_SM75
+    case BackwardKernel::Sm75Parallel: return &run_mlstm_bwd_sm75;
+#endif
 #ifdef XLSTM_FAMILY_SM80
     case BackwardKernel::Sm80Parallel: return &run_mlstm_bwd_sm80;
 #endif

@@ -36,9 +36,7 @@ struct HeadView {
 };
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kNThreads)
-    mlstm_bwd_sm80_kernel(const __grid_constant__ MlstmBackwardParams params) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params) {
   using Element = typename Traits::Element;
   constexpr BwdKind kKind = Traits::kKind;
   constexpr bool kRowSt = Traits::kRowStationary;
@@ -207,6 +205,11 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     row_b[r] = 0.f;
   }
 
+  // Score tile (accumulator layout) -> A operand of the output GEMM.
+  auto as_a_operand = [](auto layout) {
+    if constexpr (Traits::kSm75) return layout;
+    else return acc_to_A_layout(layout);
+  };
   Tensor acc_out = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kOutChunk>>{});
   clear(acc_out);
   constexpr int kOut2 = Traits::kFusedDV ? kChunkV : 16;  // unused (and tiny) unless kDKV
@@ -308,13 +311,13 @@ __global__ void __launch_bounds__(Traits::kNThreads)
 
     if constexpr (Traits::kHasOutputGemm) {
       if (do_main) {
-        Tensor tOrX = make_tensor(rX.data(), acc_to_A_layout(rX.layout()));
+        Tensor tOrX = make_tensor(rX.data(), as_a_operand(rX.layout()));
         gemm_rs(acc_out, tOrX, tOrYt, tOsYt, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
       }
     }
     if constexpr (Traits::kFusedDV) {
       if (do_dv2) {
-        Tensor tOrX2 = make_tensor(rX2.data(), acc_to_A_layout(rX2.layout()));
+        Tensor tOrX2 = make_tensor(rX2.data(), as_a_operand(rX2.layout()));
         gemm_rs(acc_out2, tOrX2, tOrYt2, tOsYt2, tiled_mma, smem_tiled_copy_Bt, smem_thr_copy_Bt);
       }
     }
@@ -380,7 +383,20 @@ __global__ void __launch_bounds__(Traits::kNThreads)
       if (do_dv2) store(acc_out2, Int<kChunkV>{}, params.dv_ptr, params.dv_add_ptr, DV, 1.f);
     }
   }
-#endif  // sm_80 and newer
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNThreads)
+    mlstm_bwd_sm80_kernel(const __grid_constant__ MlstmBackwardParams params) {
+// cp.async and bf16 MMA need sm_80; the kSm75 variant needs sm_75. On older archs of
+// the build the body is empty (the dispatcher never launches it there).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 750
+  return;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if constexpr (Traits::kSm75) mlstm_bwd_body<Traits>(params);
+#else
+  mlstm_bwd_body<Traits>(params);
+#endif
 }
 
 }  // namespace xlstm_sm80

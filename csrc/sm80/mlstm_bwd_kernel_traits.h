@@ -38,11 +38,15 @@ enum class BwdKind : int { kDQ = 0, kDK = 1, kDV = 2, kDhu = 3, kDKV = 4 };
 // 64 when the head dim is 64, else 128 (DQK, DV any multiple of 128 beyond that).
 // Each chunk is a separate swizzled (rows x chunk) block in shared memory; the number
 // of chunks is a runtime value.
+// kSm75: the same kernel for Turing (the sm75 family's backward): mma.sync m16n8k8
+// (fp16 only), ldmatrix .x2, and synchronous 16-byte global loads instead of cp.async.
 template <class Element_, int kChunkQK_, int kChunkV_, BwdKind kKind_, int kBlockM_ = 64,
-          int kBlockN_ = 64>
+          int kBlockN_ = 64, bool kSm75_ = false>
 struct MlstmBwdKernelTraits {
   using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
   static constexpr bool kIsBf16 = std::is_same_v<Element, cutlass::bfloat16_t>;
+  static constexpr bool kSm75 = kSm75_;
+  static_assert(!kSm75 || std::is_same_v<Element, cutlass::half_t>, "Turing has no bf16 MMA");
   static constexpr BwdKind kKind = kKind_;
   static constexpr bool kRowStationary = kKind == BwdKind::kDQ || kKind == BwdKind::kDhu;
   static constexpr bool kHasOutputGemm = kKind != BwdKind::kDhu;
@@ -63,10 +67,14 @@ struct MlstmBwdKernelTraits {
   static constexpr int kNThreads = kNWarps * 32;
   static_assert(kBlockM % (16 * kNWarps) == 0 && kBlockN % 32 == 0 && kBlockM % kBlockN == 0);
 
-  using MmaAtomArch = std::conditional_t<kIsBf16, SM80_16x8x16_F32BF16BF16F32_TN,
-                                         SM80_16x8x16_F32F16F16F32_TN>;
+  using MmaAtomArch = std::conditional_t<
+      kSm75, SM75_16x8x8_F32F16F16F32_TN,
+      std::conditional_t<kIsBf16, SM80_16x8x16_F32BF16BF16F32_TN, SM80_16x8x16_F32F16F16F32_TN>>;
+  // K of one MMA step: 16 (sm_80 atom) or 8 (sm_75 atom). With k8 an m16n8 accumulator
+  // tile already is the A operand of the next MMA; with k16 two of them form one.
+  static constexpr int kMmaK = kSm75 ? 8 : 16;
   using TiledMma = TiledMMA<MMA_Atom<MmaAtomArch>, Layout<Shape<Int<kNWarps>, _1, _1>>,
-                            Tile<Int<16 * kNWarps>, _16, _16>>;
+                            Tile<Int<16 * kNWarps>, _16, Int<kMmaK>>>;
 
   // 64-column (128-byte) rows with the 3-3-3 swizzle, as in the forward.
   using SmemLayoutAtom = decltype(composition(
@@ -85,17 +93,21 @@ struct MlstmBwdKernelTraits {
   using SmemLayoutYvT = decltype(composition(
       SmemLayoutYv{}, make_layout(Shape<Int<kChunkV>, Int<kBlockN>>{}, GenRowMajor{})));
 
-  using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
-  using SmemCopyAtomT = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+  using SmemCopyAtom =
+      Copy_Atom<std::conditional_t<kSm75, SM75_U32x2_LDSM_N, SM75_U32x4_LDSM_N>, Element>;
+  using SmemCopyAtomT =
+      Copy_Atom<std::conditional_t<kSm75, SM75_U16x4_LDSM_T, SM75_U16x8_LDSM_T>, Element>;
 
-  // Global -> shared: 16-byte cp.async vectors, 8 threads per 64-element row.
+  // Global -> shared: 16-byte cp.async vectors (plain 16-byte loads on sm_75), 8 threads
+  // per 64-element row.
   static constexpr int kGmemElemsPerLoad = 16 / int(sizeof(Element));
   static constexpr int kGmemThreadsPerRow = 64 / kGmemElemsPerLoad;
   using GmemLayoutAtom = Layout<Shape<Int<kNThreads / kGmemThreadsPerRow>, Int<kGmemThreadsPerRow>>,
                                 Stride<Int<kGmemThreadsPerRow>, _1>>;
-  using GmemTiledCopy = decltype(make_tiled_copy(
-      Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{}, GmemLayoutAtom{},
-      Layout<Shape<_1, Int<kGmemElemsPerLoad>>>{}));
+  using GmemCopyOp = std::conditional_t<kSm75, UniversalCopy<cute::uint128_t>,
+                                        SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>>;
+  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<GmemCopyOp, Element>{}, GmemLayoutAtom{},
+                                                 Layout<Shape<_1, Int<kGmemElemsPerLoad>>>{}));
 
   // Per-streamed-row scalars (exponent term, rden, db), double-buffered by step parity.
   static constexpr int kScalarFloats = 2 * 3 * kBlockN;

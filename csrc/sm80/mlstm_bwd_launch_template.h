@@ -1,6 +1,6 @@
-// Launch of the sm_80 mLSTM backward for one (dtype, chunk widths) combination, on one
-// stream: pass kRowDotProducts runs kDhu; pass kGradients runs kDKV (or kDK and kDV),
-// then kDQ.
+// Launch of the mma.sync mLSTM backward for one (dtype, chunk widths) combination, on
+// one stream: pass kRowDotProducts runs kDhu; pass kGradients runs kDKV (or kDK and
+// kDV), then kDQ. Shared by the sm80 family and (kSm75) the sm75 family.
 #pragma once
 
 #include <algorithm>
@@ -37,27 +37,45 @@ void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t strea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The whole backward (both passes) for one element type and chunk widths; kSm75 builds
+// the Turing variant (m16n8k8, no cp.async, 32 streamed rows for its 64 KB of smem).
+template <class Element, int kChunkQK, int kChunkV, bool kSm75>
+struct MlstmBwdRunner {
+  static constexpr int kN = kSm75 ? 32 : 64;
+  template <BwdKind kKind, int kBlockN = kN>
+  using Traits = MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, kKind, 64, kBlockN, kSm75>;
+
+  // Largest dynamic shared memory of the kernels this runner launches.
+  static int64_t smem_bytes(int DQK, int DV) {
+    return std::max(Traits<BwdKind::kDQ>::smem_bytes(DQK, DV),
+                    Traits<BwdKind::kDV>::smem_bytes(DQK, DV));
+  }
+
+  static void run(const MlstmBackwardParams& params, BackwardPass pass, cudaStream_t stream) {
+    if (pass == BackwardPass::kRowDotProducts) {
+      launch_mlstm_bwd_kind<Traits<BwdKind::kDhu>>(params, stream);
+      return;
+    }
+    // dK and dV from one score tile (kDKV) where every dV chunk has a dK chunk beside
+    // it; with more DV chunks than DQK chunks (e.g. DQK 128, DV 256) the extra slices
+    // would redo the dP tile for nothing, and two passes measured faster (NOTES,
+    // session 2). kDKV streams 32 rows: with the dK and dV accumulators (64 registers
+    // each) a 64-row score tile spills (ptxas: 255 registers, 552 bytes of spill loads).
+    if (params.DV / kChunkV <= params.DQK / kChunkQK) {
+      launch_mlstm_bwd_kind<Traits<BwdKind::kDKV, 32>>(params, stream);
+    } else {
+      launch_mlstm_bwd_kind<Traits<BwdKind::kDK>>(params, stream);
+      launch_mlstm_bwd_kind<Traits<BwdKind::kDV>>(params, stream);
+    }
+    launch_mlstm_bwd_kind<Traits<BwdKind::kDQ>>(params, stream);
+  }
+};
+
 template <bool kIsBf16, int kChunkQK, int kChunkV>
 void run_mlstm_bwd_sm80_(const MlstmBackwardParams& params, BackwardPass pass,
                          cudaStream_t stream) {
   using Element = std::conditional_t<kIsBf16, cutlass::bfloat16_t, cutlass::half_t>;
-  if (pass == BackwardPass::kRowDotProducts) {
-    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDhu>>(params, stream);
-    return;
-  }
-  // dK and dV from one score tile (kDKV) where every dV chunk has a dK chunk beside it;
-  // with more DV chunks than DQK chunks (e.g. DQK 128, DV 256) the extra slices would
-  // redo the dP tile for nothing, and two passes measured faster (NOTES, session 2).
-  if (params.DV / kChunkV <= params.DQK / kChunkQK) {
-    // 32 streamed rows: with the dK and dV accumulators (64 registers each) a 64-row
-    // score tile spills (ptxas: 255 registers, 552 bytes of spill loads).
-    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDKV, 64, 32>>(
-        params, stream);
-  } else {
-    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDK>>(params, stream);
-    launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDV>>(params, stream);
-  }
-  launch_mlstm_bwd_kind<MlstmBwdKernelTraits<Element, kChunkQK, kChunkV, BwdKind::kDQ>>(params, stream);
+  MlstmBwdRunner<Element, kChunkQK, kChunkV, /*kSm75=*/false>::run(params, pass, stream);
 }
 
 }  // namespace xlstm_sm80

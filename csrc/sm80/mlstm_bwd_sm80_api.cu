@@ -6,7 +6,7 @@
 
 #include <c10/util/Exception.h>
 
-#include "mlstm_bwd_kernel_traits.h"
+#include "mlstm_bwd_launch_template.h"
 
 namespace {
 
@@ -17,11 +17,8 @@ int chunk_of(int d) { return d == 64 ? 64 : 128; }
 
 int64_t mlstm_bwd_sm80_smem_bytes(int DQK, int DV) {
   if (!head_dim_ok(DQK) || !head_dim_ok(DV)) return 0;
-  // The element size and the chunk widths only enter through (DQK, DV) and the kind.
-  using namespace xlstm_sm80;
-  using DQ = MlstmBwdKernelTraits<cutlass::half_t, 128, 128, BwdKind::kDQ>;
-  using DV_ = MlstmBwdKernelTraits<cutlass::half_t, 128, 128, BwdKind::kDV>;
-  return std::max(DQ::smem_bytes(DQK, DV), DV_::smem_bytes(DQK, DV));
+  // Element size and chunk widths do not change the footprint at given (DQK, DV).
+  return xlstm_sm80::MlstmBwdRunner<cutlass::half_t, 128, 128, false>::smem_bytes(DQK, DV);
 }
 
 void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, BackwardPass pass,
