@@ -5,25 +5,21 @@
 
 #include "../sm80/mlstm_bwd_launch_template.h"
 
-namespace {
-
-bool head_dim_ok(int d) { return d == 64 || (d > 0 && d % 128 == 0); }
-int chunk_of(int d) { return d == 64 ? 64 : 128; }
-
-}  // namespace
+using xlstm_sm80::bwd_chunk_of;
+using xlstm_sm80::bwd_head_dim_ok;
 
 int64_t mlstm_bwd_sm75_smem_bytes(int DQK, int DV) {
-  if (!head_dim_ok(DQK) || !head_dim_ok(DV)) return 0;
+  if (!bwd_head_dim_ok(DQK) || !bwd_head_dim_ok(DV)) return 0;
   return xlstm_sm80::MlstmBwdRunner<cutlass::half_t, 128, 128, true>::smem_bytes(DQK, DV);
 }
 
 void run_mlstm_bwd_sm75(const MlstmBackwardParams& params, BackwardPass pass,
                         cudaStream_t stream) {
   TORCH_CHECK(!params.is_bf16, "mlstm sm75 backward: float16 only (Turing has no bf16 MMA)");
-  TORCH_CHECK(head_dim_ok(params.DQK) && head_dim_ok(params.DV),
+  TORCH_CHECK(bwd_head_dim_ok(params.DQK) && bwd_head_dim_ok(params.DV),
               "mlstm sm75 backward: head dims must be 64 or a multiple of 128, got DQK=",
               params.DQK, ", DV=", params.DV);
-  const int cqk = chunk_of(params.DQK), cv = chunk_of(params.DV);
+  const int cqk = bwd_chunk_of(params.DQK), cv = bwd_chunk_of(params.DV);
   if (cqk == 64 && cv == 64) xlstm_sm75::run_mlstm_bwd_sm75_<64, 64>(params, pass, stream);
   else if (cqk == 64) xlstm_sm75::run_mlstm_bwd_sm75_<64, 128>(params, pass, stream);
   else if (cv == 64) xlstm_sm75::run_mlstm_bwd_sm75_<128, 64>(params, pass, stream);

@@ -37,6 +37,10 @@ void launch_mlstm_bwd_kind(const MlstmBackwardParams& params, cudaStream_t strea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Head dims the backward takes: 64, or a multiple of 128 (processed in 128-column chunks).
+inline bool bwd_head_dim_ok(int d) { return d == 64 || (d > 0 && d % 128 == 0); }
+inline int bwd_chunk_of(int d) { return d == 64 ? 64 : 128; }
+
 // The whole backward (both passes) for one element type and chunk widths; kSm75 builds
 // the Turing variant (m16n8k8, no cp.async, 32 streamed rows for its 64 KB of smem).
 template <class Element, int kChunkQK, int kChunkV, bool kSm75>

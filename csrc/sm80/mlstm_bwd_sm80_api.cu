@@ -2,31 +2,25 @@
 // file because the shared-memory size comes from the (CuTe) kernel traits.
 #include "mlstm_bwd_sm80_api.h"
 
-#include <algorithm>
-
 #include <c10/util/Exception.h>
 
 #include "mlstm_bwd_launch_template.h"
 
-namespace {
-
-bool head_dim_ok(int d) { return d == 64 || (d > 0 && d % 128 == 0); }
-int chunk_of(int d) { return d == 64 ? 64 : 128; }
-
-}  // namespace
+using xlstm_sm80::bwd_chunk_of;
+using xlstm_sm80::bwd_head_dim_ok;
 
 int64_t mlstm_bwd_sm80_smem_bytes(int DQK, int DV) {
-  if (!head_dim_ok(DQK) || !head_dim_ok(DV)) return 0;
+  if (!bwd_head_dim_ok(DQK) || !bwd_head_dim_ok(DV)) return 0;
   // Element size and chunk widths do not change the footprint at given (DQK, DV).
   return xlstm_sm80::MlstmBwdRunner<cutlass::half_t, 128, 128, false>::smem_bytes(DQK, DV);
 }
 
 void run_mlstm_bwd_sm80(const MlstmBackwardParams& params, BackwardPass pass,
                        cudaStream_t stream) {
-  TORCH_CHECK(head_dim_ok(params.DQK) && head_dim_ok(params.DV),
+  TORCH_CHECK(bwd_head_dim_ok(params.DQK) && bwd_head_dim_ok(params.DV),
               "mlstm sm80 backward: head dims must be 64 or a multiple of 128, got DQK=",
               params.DQK, ", DV=", params.DV);
-  const int cqk = chunk_of(params.DQK), cv = chunk_of(params.DV);
+  const int cqk = bwd_chunk_of(params.DQK), cv = bwd_chunk_of(params.DV);
   auto by_chunks = [&](auto bf16_tag) {
     constexpr bool kBf16 = decltype(bf16_tag)::value;
     if (cqk == 64 && cv == 64) xlstm_sm80::run_mlstm_bwd_sm80_<kBf16, 64, 64>(params, pass, stream);
