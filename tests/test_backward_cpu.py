@@ -196,3 +196,15 @@ def test_eps_zero_grads_with_padded_tail_chunk(S, chunk_size):
     for name, g in got.items():
         assert torch.isfinite(g).all(), f"d{name} has NaN/inf with eps=0, S={S}"
     _assert_grads_match(got, want)
+
+
+def test_selected_backward_kernel_on_cpu():
+    """The backward of CPU tensors is the ATen chunkwise one; forcing a CUDA family for
+    CPU tensors is a ValueError, as for the forward."""
+    import xlstm_cuda
+    x = make_inputs(B=1, NH=1, S=5, DQK=64, DV=64, dtype=torch.bfloat16, with_state=False,
+                    seed=seed_for("sel_bwd_cpu"))
+    assert xlstm_cuda.selected_backward_kernel(x["q"], x["v"]) == "aten_chunkwise"
+    assert xlstm_cuda.selected_backward_kernel(x["q"], x["v"], "parallel") == "aten_chunkwise"
+    with pytest.raises(ValueError, match="backend"):
+        xlstm_cuda.selected_backward_kernel(x["q"], x["v"], backend="sm80")
