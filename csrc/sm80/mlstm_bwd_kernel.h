@@ -1,4 +1,5 @@
-// sm_80 mLSTM backward kernel (kinds kDQ, kDK, kDV; see mlstm_bwd_kernel_traits.h).
+// mma.sync mLSTM backward kernel (kinds kDhu, kDKV, kDK, kDV, kDQ; see
+// mlstm_bwd_kernel_traits.h), for the sm80 family and, built with Turing atoms, sm75.
 // One CTA per (output slice, stationary tile of kBlockM rows, batch*head). It walks
 // the causal streamed tiles, recomputing the scores from the forward's statistics:
 //
@@ -9,7 +10,7 @@
 //   epilogue  out * scale + optional fp32 addend -> input dtype; row statistics.
 //
 // Element (r, c) of a step's tile is stationary row r and streamed row c: (t, j) for
-// kDQ / kDhu and (j, t) for kDK / kDV. Its log weight is a row term plus a column term
+// kDQ / kDhu and (j, t) for kDK / kDV / kDKV. Its log weight is a row term plus a column term
 // (log2 units, see below), valid where j <= t; masked elements are selected to 0, never
 // multiplied, so an overflowing exp above the diagonal cannot leak a NaN.
 #pragma once

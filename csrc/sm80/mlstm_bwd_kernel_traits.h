@@ -1,5 +1,5 @@
 // Tile shapes, MMA atoms, copy atoms and shared-memory layouts of the sm_80 mLSTM
-// backward (docs/semantics.md, "Gradients"). One kernel template, three kinds:
+// backward (docs/semantics.md, "Gradients"). One kernel template, five kinds:
 //
 //   kDQ  row-stationary:    keeps q_t, dh_t of kBlockM rows; streams k_j, v_j;
 //                           dq slice += dS K, row sums of dS * s.
@@ -13,7 +13,8 @@
 //                           w * s * (dh . v) = dh_t . u_t (no output GEMM). Runs first:
 //                           the normalizer's gradient db_t needs dh_t . h_t, and
 //                           the rounded h of the forward would cost a half ulp of h
-//                           times |dh| in every db_t.
+//                           times |dh| in every db_t. Also the row sums of w * s
+//                           (b_t, recomputed with this pass's weights).
 //
 // Every kind computes its score tile with the stationary side as the MMA's M
 // dimension, so the tile that feeds the output GEMM (dS, dS^T or P^T) is already in
