@@ -71,10 +71,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
       std::tie(c_last, n_last, m_last) =
           mlstm_final_state_aten(q, k, v, i, f, c_initial, n_initial, m_initial, chunk);
     } else {
-      // distinct 0-element tensors: outputs of an op must not alias
-      c_last = at::empty({0}, m_rows.options());
-      n_last = at::empty({0}, m_rows.options());
-      m_last = at::empty({0}, m_rows.options());
+      c_last = not_requested_output(m_rows.options());
+      n_last = not_requested_output(m_rows.options());
+      m_last = not_requested_output(m_rows.options());
     }
     return {h, m_rows, norm_rows, c_last, n_last, m_last};
   }

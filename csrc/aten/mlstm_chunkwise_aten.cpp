@@ -107,10 +107,6 @@ at::Tensor unchunk_rows(const at::Tensor& x, int64_t S) {
   return x.flatten(2, 3).narrow(2, 0, S).contiguous();
 }
 
-// A distinct 0-element tensor for each output that was not requested (outputs of
-// an op must not alias each other).
-at::Tensor no_output(const at::TensorOptions& options) { return at::empty({0}, options); }
-
 }  // namespace
 
 ForwardOutputs mlstm_chunkwise_forward_aten(
@@ -147,9 +143,9 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
     out.m_last = st.m_last.unsqueeze(-1);
   } else {
     const auto opts = q.options().dtype(m.scalar_type());
-    out.c_last = no_output(opts);
-    out.n_last = no_output(opts);
-    out.m_last = no_output(opts);
+    out.c_last = not_requested_output(opts);
+    out.n_last = not_requested_output(opts);
+    out.m_last = not_requested_output(opts);
   }
   return out;
 }
@@ -265,8 +261,10 @@ BackwardOutputs mlstm_chunkwise_backward_aten(
   out.dv = unchunk_rows(dv, S).to(v.scalar_type());
   out.di = unchunk_rows(di, S).to(i.scalar_type());
   out.df = df.to(f.scalar_type());
-  out.dc_initial = c_initial.has_value() ? dC.to(c_initial->scalar_type()) : no_output(opts);
-  out.dn_initial = n_initial.has_value() ? dn.to(n_initial->scalar_type()) : no_output(opts);
+  out.dc_initial =
+      c_initial.has_value() ? dC.to(c_initial->scalar_type()) : not_requested_output(opts);
+  out.dn_initial =
+      n_initial.has_value() ? dn.to(n_initial->scalar_type()) : not_requested_output(opts);
   return out;
 }
 

@@ -14,6 +14,12 @@
 
 namespace xlstm {
 
+// A distinct 0-element tensor for an output that was not requested (outputs of an op
+// must not alias each other). Used by every implementation of the ops.
+inline at::Tensor not_requested_output(const at::TensorOptions& options) {
+  return at::empty({0}, options);
+}
+
 struct ForwardOutputs {
   at::Tensor h;          // (B, NH, S, DV), input dtype
   at::Tensor m_rows;     // (B, NH, S), stabilizer m_t

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
 #include "cuda/kernel_inputs.h"
 
 namespace xlstm {
@@ -83,7 +84,8 @@ StateTerms state_terms(const at::Tensor& dh, const std::optional<at::Tensor>& dc
     if (dnS.defined() && n0.defined()) last = last + g0 * (n0 * dnS).sum(-1);
     st.last_row_add = last;
     if (c0.defined()) {
-      const at::Tensor add = dcS.defined() ? g0.unsqueeze(-1).unsqueeze(-1) * dcS : at::zeros_like(c0);
+      const at::Tensor add =
+          dcS.defined() ? g0.unsqueeze(-1).unsqueeze(-1) * dcS : at::zeros_like(c0);
       st.dc0 = st.dc0.defined() ? st.dc0 + add : add;
     }
     if (n0.defined()) {
@@ -187,13 +189,16 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   if (st.di_add.defined()) di = di + st.di_add;
   at::Tensor d_cum = rowsum.to(at::kDouble) - di.to(at::kDouble);
   if (st.row_add.defined()) d_cum = d_cum + st.row_add.to(at::kDouble);
-  if (st.last_row_add.defined()) d_cum.select(-1, S - 1).add_(st.last_row_add.to(at::kDouble));
+  if (st.last_row_add.defined()) {
+    d_cum.select(-1, S - 1).add_(st.last_row_add.to(at::kDouble));
+  }
   const at::Tensor d_log_f = d_cum.flip(-1).cumsum(-1).flip(-1);
-  const at::Tensor df = (d_log_f * at::sigmoid(-f.to(at::kDouble))).to(f.scalar_type()).contiguous();
+  const at::Tensor df =
+      (d_log_f * at::sigmoid(-f.to(at::kDouble))).to(f.scalar_type()).contiguous();
 
-  const auto empty_state = [&] { return at::empty({0}, m.options()); };
-  at::Tensor dc0 = c0.has_value() ? st.dc0.to(c0->scalar_type()) : empty_state();
-  at::Tensor dn0 = n0.has_value() ? st.dn0.to(n0->scalar_type()) : empty_state();
+  const auto opts = m.options();
+  at::Tensor dc0 = c0.has_value() ? st.dc0.to(c0->scalar_type()) : not_requested_output(opts);
+  at::Tensor dn0 = n0.has_value() ? st.dn0.to(n0->scalar_type()) : not_requested_output(opts);
   return {dq, dk, dv, di.to(i.scalar_type()).contiguous(), df, dc0, dn0};
 }
 
