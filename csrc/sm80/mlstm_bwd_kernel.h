@@ -105,6 +105,9 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
     return float((double(ig[j]) - (fcum[j] - f_ref)) * kLog2eD);
   };
   const float* dbp = params.db_ptr + bh * S;
+  // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
+  // computes what they are made of) must not read them; they are null then.
+  constexpr bool kHasRowGrads = kKind != BwdKind::kDhu;
 
   // Shared memory: [X_qk chunks][X_hv chunks][Y_qk chunks][Y_hv chunks][scalars].
   Element* sxqk = reinterpret_cast<Element*>(smem_);
@@ -200,8 +203,8 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
     const int64_t idx = st0 + get<0>(tScS_rc(r, 0));
     const bool in = idx < S;
     x_exp[r] = in ? (kRowSt ? row_term(idx) : col_term(idx)) : -INFINITY;
-    x_rden[r] = in && kRowSt ? rden[idx] : 0.f;
-    x_db[r] = in && kRowSt ? dbp[idx] : 0.f;
+    x_rden[r] = in && kRowSt && kHasRowGrads ? rden[idx] : 0.f;
+    x_db[r] = in && kRowSt && kHasRowGrads ? dbp[idx] : 0.f;
     row_stat[r] = 0.f;
     row_b[r] = 0.f;
   }
@@ -228,8 +231,8 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
       const int64_t idx = y0 + tidx;
       const bool in = idx < S;
       sc[tidx] = in ? (kRowSt ? col_term(idx) : row_term(idx)) : -INFINITY;
-      sc[kBlockN + tidx] = in && !kRowSt ? rden[idx] : 0.f;
-      sc[2 * kBlockN + tidx] = in && !kRowSt ? dbp[idx] : 0.f;
+      sc[kBlockN + tidx] = in && !kRowSt && kHasRowGrads ? rden[idx] : 0.f;
+      sc[2 * kBlockN + tidx] = in && !kRowSt && kHasRowGrads ? dbp[idx] : 0.f;
     }
     cp_async_wait<0>();
     __syncthreads();  // this step's tiles and scalars are visible
