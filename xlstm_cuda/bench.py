@@ -81,6 +81,12 @@ def run_case(shape, dtype_name, algorithm, backend, device, reps):
     return row
 
 
+# The speed tables' shapes: B*S = 65,536 tokens (the TFLA paper's setup); NH 32 x D 128
+# (compared with causal SDPA) and the xLSTM-7B heads NH 16, DQK 128, DV 256.
+SPEED_SHAPES = [(65536 // S, 32, S, 128, 128) for S in (1024, 4096, 16384)] + \
+    [(65536 // S, 16, S, 128, 256) for S in (1024, 4096)]
+
+
 def causal_flops(B, NH, S, DQK, DV) -> float:
     """FLOPs of the two causal matmuls (Q K^T and P V), as FlashAttention counts them."""
     return 2.0 * B * NH * S * S * (DQK + DV) / 2
@@ -91,8 +97,7 @@ def speed_table(families, reps):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     device = torch.device("cuda")
-    shapes = [(65536 // S, 32, S, 128, 128) for S in (1024, 4096, 16384)]
-    shapes += [(65536 // S, 16, S, 128, 256) for S in (1024, 4096)]
+    shapes = SPEED_SHAPES
     print("\nSpeed, bf16 forward (sm75: fp16), median ms and TFLOP/s (causal matmul FLOPs)")
     header = f"{'shape (B NH S DQK/DV)':<24} {'implementation':<26} {'ms':>8} {'TFLOP/s':>8}"
     print(header)
@@ -138,8 +143,7 @@ def train_speed_table(reps):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     device = torch.device("cuda")
-    shapes = [(65536 // S, 32, S, 128, 128) for S in (1024, 4096, 16384)]
-    shapes += [(65536 // S, 16, S, 128, 256) for S in (1024, 4096)]
+    shapes = SPEED_SHAPES
     print("\nSpeed, bf16 forward + backward, median ms, TFLOP/s (3.5x causal fwd FLOPs), peak GiB")
     header = (f"{'shape (B NH S DQK/DV)':<24} {'implementation':<34} {'ms':>8} {'TFLOP/s':>8} "
               f"{'peak GiB':>9}")
