@@ -4,6 +4,7 @@
 #pragma once
 
 #ifdef XLSTM_WITH_CUDA
+#include "cuda/chunkwise_host.h"         // run_chunkwise_forward/_backward/_final_state
 #include "cuda/parallel_backward_host.h"  // run_parallel_backward, BackwardLauncher
 #include "cuda/parallel_forward_host.h"   // run_parallel_forward, ForwardLauncher
 #endif

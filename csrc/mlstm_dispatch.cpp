@@ -23,11 +23,12 @@ Algorithm parse_algorithm(c10::string_view algorithm) {
 }
 
 Family parse_backend(c10::string_view backend) {
-  if (backend == "auto") return Family::None;
+  if (backend == "auto" || backend == "aten") return Family::None;
   if (backend == "sm90") return Family::Sm90;
   if (backend == "sm80") return Family::Sm80;
   if (backend == "sm75") return Family::Sm75;
-  TORCH_CHECK_VALUE(false, "mlstm: `backend` must be one of 'auto', 'sm90', 'sm80', 'sm75', got '",
+  TORCH_CHECK_VALUE(false, "mlstm: `backend` must be one of 'auto', 'sm90', 'sm80', 'sm75', "
+                    "'aten', got '",
                     std::string(backend), "'");
 }
 
@@ -112,14 +113,16 @@ std::string describe(const KernelChoice& choice) {
     case Kernel::Sm90Parallel: kernel = "sm90_parallel"; break;
     case Kernel::AtenChunkwise: break;
   }
-  if (choice.family == Family::None) return kernel;
-  return std::string(family_name(choice.family)) + ":" + kernel;
+  const std::string name = std::string(kernel) + (choice.chunked ? "_chunkwise" : "");
+  if (choice.family == Family::None) return name;
+  return std::string(family_name(choice.family)) + ":" + name;
 }
 
 KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string_view algorithm,
                            c10::string_view backend) {
   const Algorithm algo = parse_algorithm(algorithm);
   KernelChoice choice{parse_backend(backend), Kernel::AtenChunkwise};
+  if (backend == "aten") return choice;
   if (!q.is_cuda()) {
     TORCH_CHECK_VALUE(choice.family == Family::None, "mlstm: `backend`='", std::string(backend),
                       "' selects a CUDA kernel family, but the inputs are on ", q.device(),
@@ -145,20 +148,22 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
                       " (compute capability ", major, ".", minor, "); ",
                       "sm90 needs 9.0, sm80 needs 8.0 or newer, sm75 needs 7.5 or newer");
   }
-  if (algo == Algorithm::Chunkwise) return choice;
   TORCH_CHECK_TYPE(!(algo == Algorithm::Parallel && choice.family == Family::Sm75 &&
                      q.scalar_type() == at::kBFloat16),
                    "mlstm: the sm75 kernel family has no bfloat16 kernel (Turing GPUs have no "
                    "bfloat16 tensor cores): use float16 inputs, algorithm='chunkwise', or "
                    "backend='sm80' on an Ampere or newer GPU");
   choice.kernel = parallel_kernel(choice.family, q, v);
+  choice.chunked = choice.kernel != Kernel::AtenChunkwise &&
+                   (algo == Algorithm::Chunkwise ||
+                    (algo == Algorithm::Auto && q.size(2) >= kAutoChunkwiseMinLength));
   return choice;
 }
 
 BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
                                       c10::string_view algorithm, c10::string_view backend) {
   const KernelChoice fwd = choose_kernel(q, v, algorithm, backend);
-  BackwardChoice choice{fwd.family, BackwardKernel::AtenChunkwise};
+  BackwardChoice choice{fwd.family, BackwardKernel::AtenChunkwise, fwd.chunked};
   if (q.size(0) * q.size(1) * q.size(2) == 0) return choice;
   const int dqk = int(q.size(3)), dv = int(v.size(3));
   auto fits = [&](int64_t smem) {
@@ -176,6 +181,7 @@ BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
     choice.kernel = BackwardKernel::Sm75Parallel;
   }
 #endif
+  if (choice.kernel == BackwardKernel::AtenChunkwise) choice.chunked = false;
   return choice;
 }
 
@@ -183,8 +189,9 @@ std::string describe(const BackwardChoice& choice) {
   const char* kernel = choice.kernel == BackwardKernel::Sm80Parallel   ? "sm80_backward"
                        : choice.kernel == BackwardKernel::Sm75Parallel ? "sm75_backward"
                                                                        : "aten_chunkwise";
-  if (choice.family == Family::None) return kernel;
-  return std::string(family_name(choice.family)) + ":" + kernel;
+  const std::string name = std::string(kernel) + (choice.chunked ? "_chunkwise" : "");
+  if (choice.family == Family::None) return name;
+  return std::string(family_name(choice.family)) + ":" + name;
 }
 
 }  // namespace xlstm

@@ -5,12 +5,15 @@
 // XLSTM_CUDA_BACKEND environment variable, read by the Python wrapper) forces a
 // family; forcing one the GPU cannot run is an error.
 //
-// Algorithms: "chunkwise" runs the ATen chunkwise implementation everywhere.
-// "parallel" runs the family's tiled kernel on CUDA where this build has one for
-// the dtype and head dims; other cases (CPU, fp32/fp64, other head dims) run the
-// ATen path, which computes the same function. "auto" prefers the kernel. A build
-// without the sm90 family runs the sm80 kernel on 9.0 GPUs. bf16 with the
-// sm75 family and algorithm='parallel' is an error (Turing has no bf16 MMA).
+// Algorithms, where this build has a kernel for the GPU, dtype and head dims:
+// "parallel" runs the family's tiled (quadratic) kernel over the whole sequence;
+// "chunkwise" runs the same kernel per chunk, with the state entering each chunk
+// from a scan over chunks (csrc/cuda/chunkwise_host.h; O(S·L) work); "auto" picks
+// parallel up to kAutoChunkwiseMinLength steps and chunkwise beyond. Other cases
+// (CPU, fp32/fp64, other head dims) and backend "aten" run the ATen chunkwise path,
+// which computes the same function. A build without the sm90 family runs the sm80
+// kernel on 9.0 GPUs. bf16 with the sm75 family and algorithm='parallel' is an error
+// (Turing has no bf16 MMA).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -33,7 +36,12 @@ enum class Kernel {
 struct KernelChoice {
   Family family;
   Kernel kernel;
+  bool chunked = false;  // the kernel runs per chunk (the chunkwise algorithm)
 };
+
+// "auto" runs the kernels chunkwise from this sequence length on: below it the
+// quadratic form's one pass is faster than the scan plus the per-chunk state terms.
+constexpr int64_t kAutoChunkwiseMinLength = 2048;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.
@@ -56,6 +64,7 @@ enum class BackwardKernel {
 struct BackwardChoice {
   Family family;
   BackwardKernel kernel;
+  bool chunked = false;  // as KernelChoice::chunked
 };
 
 BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,

@@ -64,12 +64,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
   const int64_t chunk = resolve_chunk_size(chunk_size);
 #ifdef XLSTM_WITH_CUDA
   if (choice.kernel != Kernel::AtenChunkwise) {
+    const int64_t kernel_chunk = chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize;
+    if (choice.chunked) {
+      return run_chunkwise_forward(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
+                                   return_last_states, kernel_chunk, launcher(choice.kernel));
+    }
     auto [h, m_rows, norm_rows] = run_parallel_forward(q, k, v, i, f, c_initial, n_initial,
                                                        m_initial, eps, launcher(choice.kernel));
     at::Tensor c_last, n_last, m_last;
-    if (return_last_states) {  // the kernels compute h; the state comes from the ATen pass
+    if (return_last_states) {  // the quadratic kernels compute h; the state comes from the scan
       std::tie(c_last, n_last, m_last) =
-          mlstm_final_state_aten(q, k, v, i, f, c_initial, n_initial, m_initial, chunk);
+          run_chunkwise_final_state(k, v, i, f, c_initial, n_initial, m_initial, kernel_chunk);
     } else {
       c_last = not_requested_output(m_rows.options());
       n_last = not_requested_output(m_rows.options());
@@ -96,9 +101,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
   const BackwardChoice choice = choose_backward_kernel(q, v, algorithm, backend);
 #ifdef XLSTM_WITH_CUDA
   if (choice.kernel != BackwardKernel::AtenChunkwise) {
+    if (choice.chunked) {
+      return run_chunkwise_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
+                                    m_initial, m_rows, eps,
+                                    chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize,
+                                    backward_launcher(choice.kernel));
+    }
     return run_parallel_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
-                                 m_initial, h, m_rows, norm_rows, eps,
-                                 backward_launcher(choice.kernel));
+                                 m_initial, m_rows, eps, backward_launcher(choice.kernel));
   }
 #endif
   auto g = mlstm_chunkwise_backward_aten(dh, dc_last, dn_last, q, k, v, i, f, c_initial,

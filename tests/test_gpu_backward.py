@@ -164,7 +164,7 @@ def test_kernel_backward_matches_aten_backward(dtype):
     x = _inputs(333, 128, 128, dtype, True, seed)
     gh, gc, gn = _cotangents(x, seed + 1, final_state_grads=True)
     got = _grads(mlstm, x, gh, gc, gn, algorithm="parallel")
-    aten = _grads(mlstm, x, gh, gc, gn, algorithm="chunkwise")
+    aten = _grads(mlstm, x, gh, gc, gn, backend="aten")
     for name in got:
         scale = aten[name].double().abs().max().item()
         err = (got[name].double() - aten[name].double()).abs().max().item()
@@ -190,9 +190,9 @@ def test_float64_gradcheck_on_gpu():
 class _TinyModel(torch.nn.Module):
     """Embedding -> mLSTM (bf16 q, k, v; 2 heads of 64) -> linear readout."""
 
-    def __init__(self, vocab=16, NH=2, D=64, algorithm="parallel"):
+    def __init__(self, vocab=16, NH=2, D=64, algorithm="parallel", backend="auto"):
         super().__init__()
-        self.NH, self.D, self.algorithm = NH, D, algorithm
+        self.NH, self.D, self.algorithm, self.backend = NH, D, algorithm, backend
         self.embed = torch.nn.Embedding(vocab, NH * D)
         self.qkv = torch.nn.Linear(NH * D, 3 * NH * D)
         self.gates = torch.nn.Linear(NH * D, 2 * NH)
@@ -205,7 +205,7 @@ class _TinyModel(torch.nn.Module):
         heads = [t.view(B, S, self.NH, self.D).transpose(1, 2).to(torch.bfloat16)
                  for t in self.qkv(x).chunk(3, dim=-1)]
         i, f = self.gates(x).view(B, S, 2, self.NH).permute(2, 0, 3, 1)
-        h = mlstm(*heads, i, f, algorithm=self.algorithm)
+        h = mlstm(*heads, i, f, algorithm=self.algorithm, backend=self.backend)
         return self.out(h.float().transpose(1, 2).reshape(B, S, -1))
 
 
@@ -213,7 +213,7 @@ def test_gpu_training_follows_aten_path_and_learns():
     torch.manual_seed(0)
     model = _TinyModel().cuda()
     aten_model = copy.deepcopy(model)
-    aten_model.algorithm = "chunkwise"
+    aten_model.backend = "aten"
     assert xlstm_cuda.selected_backward_kernel(
         torch.empty(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16),
         torch.empty(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16), "parallel", "auto"

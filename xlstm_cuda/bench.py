@@ -99,7 +99,7 @@ def speed_table(families, reps):
     device = torch.device("cuda")
     shapes = SPEED_SHAPES
     print("\nSpeed, bf16 forward (sm75: fp16), median ms and TFLOP/s (causal matmul FLOPs)")
-    header = f"{'shape (B NH S DQK/DV)':<24} {'implementation':<26} {'ms':>8} {'TFLOP/s':>8}"
+    header = f"{'shape (B NH S DQK/DV)':<24} {'implementation':<34} {'ms':>8} {'TFLOP/s':>8}"
     print(header)
     print("-" * len(header))
     for B, NH, S, DQK, DV in shapes:
@@ -112,12 +112,13 @@ def speed_table(families, reps):
             fp16_only = torch.bfloat16 not in FAMILY_DTYPES[fam]
             x = [t.half() if t.dim() == 4 else t for t in (q, k, v, i, f)] if fp16_only \
                 else (q, k, v, i, f)
-            kernel = xlstm_cuda.selected_kernel(x[0], x[2], "parallel", fam)
-            if "aten" in kernel:
-                continue  # the ATen path is a correctness baseline, not timed at this size
-            name = f"mlstm {kernel}" + (" fp16" if fp16_only else "")
-            runs.append((name, lambda fam=fam, x=x: xlstm_cuda.mlstm(
-                *x, algorithm="parallel", backend=fam)))
+            for algorithm in ("parallel", "chunkwise"):
+                kernel = xlstm_cuda.selected_kernel(x[0], x[2], algorithm, fam)
+                if "aten" in kernel:
+                    continue  # the ATen path is a correctness baseline, not timed at this size
+                name = f"mlstm {kernel}" + (" fp16" if fp16_only else "")
+                runs.append((name, lambda fam=fam, x=x, algorithm=algorithm: xlstm_cuda.mlstm(
+                    *x, algorithm=algorithm, backend=fam)))
         if DQK == DV:
             for name, backend in (("sdpa cuDNN", SDPBackend.CUDNN_ATTENTION),
                                   ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
@@ -129,14 +130,14 @@ def speed_table(families, reps):
         for name, fn in runs:
             try:
                 ms = time_ms(fn, device, reps)
-                print(f"{label:<24} {name:<26} {ms:>8.3f} {flops / ms / 1e9:>8.1f}")
+                print(f"{label:<24} {name:<34} {ms:>8.3f} {flops / ms / 1e9:>8.1f}")
             except RuntimeError as exc:  # e.g. an SDPA backend unavailable on this GPU
-                print(f"{label:<24} {name:<26} {'n/a':>8} ({str(exc).splitlines()[0][:60]})")
+                print(f"{label:<24} {name:<34} {'n/a':>8} ({str(exc).splitlines()[0][:60]})")
         del q, k, v, i, f
         torch.cuda.empty_cache()
 
 
-def train_speed_table(reps):
+def train_speed_table(reps, chunk_sizes=(None,)):
     """bf16 forward + backward at B*S = 65,536 next to causal SDPA forward + backward, with
     the peak memory of one step. TFLOP/s count 3.5x the forward's causal matmul FLOPs
     (2 forward + 5 backward matmuls, FlashAttention's convention)."""
@@ -155,13 +156,17 @@ def train_speed_table(reps):
         gh = torch.randn(B, NH, S, DV, device=device, dtype=torch.bfloat16)
         flops = 3.5 * causal_flops(B, NH, S, DQK, DV)
         label = f"{B} {NH} {S} {DQK}/{DV}"
-        fwd = xlstm_cuda.selected_kernel(q, v, "parallel", "auto")
-        bwd = xlstm_cuda.selected_backward_kernel(q, v, "parallel", "auto")
+        runs = []
+        for algorithm, chunk in [("parallel", None)] + [("chunkwise", c) for c in chunk_sizes]:
+            fwd = xlstm_cuda.selected_kernel(q, v, algorithm, "auto").split(":")[-1]
+            bwd = xlstm_cuda.selected_backward_kernel(q, v, algorithm, "auto").split(":")[-1]
+            name = f"mlstm {fwd}+{bwd}".replace("_parallel", "").replace("_backward", "")
+            name += f" L{chunk}" if chunk else ""
 
-        def mlstm_step(leaves=leaves, gh=gh):
-            h = xlstm_cuda.mlstm(*leaves, algorithm="parallel")
-            return torch.autograd.grad(h, leaves, gh)
-        runs = [(f"mlstm {fwd.split(':')[-1]}+{bwd.split(':')[-1]}", mlstm_step)]
+            def mlstm_step(leaves=leaves, gh=gh, algorithm=algorithm, chunk=chunk):
+                h = xlstm_cuda.mlstm(*leaves, algorithm=algorithm, chunk_size=chunk)
+                return torch.autograd.grad(h, leaves, gh)
+            runs.append((name, mlstm_step))
         if DQK == DV:
             for name, backend in (("sdpa cuDNN", SDPBackend.CUDNN_ATTENTION),
                                   ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
@@ -197,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--no-speed", action="store_true", help="skip the GPU speed tables")
     parser.add_argument("--train-speed-only", action="store_true",
                         help="only the forward + backward speed table (GPU)")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=None,
+                        help="chunk lengths of the chunkwise rows of the fwd+bwd table")
     args = parser.parse_args(argv)
 
     if torch.cuda.is_available() and not args.cpu:
@@ -218,7 +225,7 @@ def main(argv=None):
     if args.train_speed_only:
         if device.type != "cuda":
             raise SystemExit("--train-speed-only needs a CUDA GPU")
-        train_speed_table(reps)
+        train_speed_table(reps, args.chunk_sizes or (None,))
         return
     rows = []
     for shape in shapes:
@@ -229,15 +236,15 @@ def main(argv=None):
                     if row is not None:
                         rows.append(row)
 
-    header = f"{'algorithm':<9} {'kernel':<22} {'backend':<8} {'shape':<26} {'dtype':<5} {'ms':>9} {'max err':>9} {'parity':>6}"
+    header = f"{'algorithm':<9} {'kernel':<28} {'backend':<8} {'shape':<26} {'dtype':<5} {'ms':>9} {'max err':>9} {'parity':>6}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['algorithm']:<9} {r['kernel']:<22} {r['backend']:<8} {r['shape']:<26} {r['dtype']:<5} "
+        print(f"{r['algorithm']:<9} {r['kernel']:<28} {r['backend']:<8} {r['shape']:<26} {r['dtype']:<5} "
               f"{r['ms']:>9.3f} {r['err']:>9.2e} {r['ok']:>6}")
     if device.type == "cuda" and not args.no_speed:
         speed_table([b for b in runnable_backends(device) if b != "auto"], reps)
-        train_speed_table(reps)
+        train_speed_table(reps, args.chunk_sizes or (None,))
     failed = [r for r in rows if r["ok"] == "NO"]
     if failed:
         raise SystemExit(f"{len(failed)} case(s) failed the parity check")

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 ALGORITHMS = ("auto", "chunkwise", "parallel")
-BACKENDS = ("auto", "sm90", "sm80", "sm75")
+BACKENDS = ("auto", "sm90", "sm80", "sm75", "aten")
 BACKEND_ENV = "XLSTM_CUDA_BACKEND"
 
 
@@ -57,10 +57,14 @@ def mlstm(
             (B, NH, DQK, DV), (B, NH, DQK), (B, NH, 1); each defaults to zeros.
         return_last_states: also return the final state (c, n, m).
         eps: added to the normalizer's denominator, >= 0.
-        algorithm: "auto" or one of ALGORITHMS.
-        chunk_size: chunk length for the chunkwise algorithm (None: default).
+        algorithm: "parallel" (the quadratic tiled form), "chunkwise" (the same
+            kernels per chunk after a scan over chunks: O(S·L) work, for long S) or
+            "auto" (parallel up to 2047 steps, chunkwise from 2048).
+        chunk_size: chunk length of the chunkwise algorithm (None: 128 for the CUDA
+            kernels, 64 for the ATen path).
         backend: "auto" (by compute capability; the XLSTM_CUDA_BACKEND environment
-            variable sets the default) or a CUDA kernel family to force.
+            variable sets the default), a CUDA kernel family to force, or "aten"
+            for the portable ATen implementation.
 
     Returns:
         h (B, NH, S, DV) in q's dtype, or (h, (c, n, m)) with return_last_states.

@@ -8,96 +8,119 @@
 
 #include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
 #include "cuda/kernel_inputs.h"
+#include "cuda/state_matmul.h"
 
 namespace xlstm {
 namespace {
 
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->numel() > 0; }
 
-// Row t reads the initial state with weight w0_t = exp(F_t + m0 - m_t): (B, NH, S) fp32.
-at::Tensor initial_state_weights(const at::Tensor& fcum, const at::Tensor& m,
-                                 const std::optional<at::Tensor>& m0) {
-  const at::Tensor m0d =
-      m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
-  return (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
+const float* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<float>() : nullptr;
 }
 
-// Terms of the gradient that involve the initial or the final state (see
-// docs/semantics.md): fp32 addends of dq, dk, dv, and contributions to dI and dF.
-struct StateTerms {
-  at::Tensor dq_add, dk_add, dv_add;  // (B, NH, S, D) fp32 or undefined
-  at::Tensor di_add;                  // (B, NH, S) or undefined
-  at::Tensor row_add;                 // (B, NH, S) or undefined: into dF_t
-  at::Tensor last_row_add;            // (B, NH) or undefined: into dF at t = S
-  at::Tensor dc0, dn0;                // fp32 or undefined
+// The initial state as the backward uses it (docs/semantics.md): row t reads it with
+// weight w0_t = exp(F_t + m0 - m_t), adding w0_t q̂_t C0 to the numerator u_t and
+// w0_t q̂_t . n0 to the normalizer b_t. Members are undefined when no state was given.
+struct InitialState {
+  at::Tensor c, n;  // fp32 (B, NH, DQK, DV), (B, NH, DQK)
+  at::Tensor w;     // (B, NH, S) fp32: w0_t
+  at::Tensor dh_c;  // (B, NH, S, DQK) fp32: dh_t C0^T
+  bool given() const { return w.defined(); }
 };
 
-StateTerms state_terms(const at::Tensor& dh, const std::optional<at::Tensor>& dc_last,
-                       const std::optional<at::Tensor>& dn_last, const at::Tensor& q,
-                       const at::Tensor& k, const at::Tensor& v, const at::Tensor& ig,
-                       const at::Tensor& fcum, const at::Tensor& m,
-                       const std::optional<at::Tensor>& c0_in,
-                       const std::optional<at::Tensor>& n0_in,
-                       const std::optional<at::Tensor>& m0_in, const at::Tensor& rden,
-                       const at::Tensor& db, double scale) {
-  StateTerms st;
-  const at::Tensor c0 = state_fp32(c0_in), n0 = state_fp32(n0_in);
-  const bool has_init = c0.defined() || n0.defined();
-  const bool has_final = given(dc_last) || given(dn_last);
-  if (!has_init && !has_final) return st;
-  const at::Tensor m0 = m0_in.has_value() ? m0_in->to(at::kDouble)
-                                           : at::zeros_like(fcum.narrow(-1, 0, 1));
-  const at::Tensor qs = q.to(at::kFloat) * scale;  // q̂
-
-  if (has_init) {
-    const at::Tensor w0 = initial_state_weights(fcum, m, m0_in);
-    const at::Tensor du = dh.to(at::kFloat) * rden.unsqueeze(-1);
-    at::Tensor g = at::zeros_like(qs);  // C0 du_t + n0 db_t
-    if (c0.defined()) g = g + at::matmul(du, c0.transpose(-1, -2));
-    if (n0.defined()) g = g + db.unsqueeze(-1) * n0.unsqueeze(-2);
-    st.dq_add = (w0.unsqueeze(-1) * g) * scale;
-    st.row_add = (q.to(at::kFloat) * st.dq_add).sum(-1);  // q̂ . w0 g
-    const at::Tensor wq = qs * w0.unsqueeze(-1);
-    if (c0.defined()) st.dc0 = at::matmul(wq.transpose(-1, -2), du);
-    if (n0.defined()) st.dn0 = (wq * db.unsqueeze(-1)).sum(-2);
-  }
-  if (has_final) {
-    // The final state is a virtual row at t = S with weights
-    // g_j = exp(F_S - F_j + i_j - m_S) on the columns and g0 = exp(F_S + m0 - m_S).
-    const int64_t S = q.size(2);
-    const at::Tensor dcS = given(dc_last) ? dc_last->to(at::kFloat) : at::Tensor();
-    const at::Tensor dnS = given(dn_last) ? dn_last->to(at::kFloat) : at::Tensor();
-    const at::Tensor FS = fcum.narrow(-1, S - 1, 1);
-    const at::Tensor mS = m.narrow(-1, S - 1, 1).to(at::kDouble);
-    const at::Tensor gj = (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).unsqueeze(-1);
-    const at::Tensor kf = k.to(at::kFloat);
-    at::Tensor dk_fin = at::zeros_like(kf);  // dC_S v_j + dn_S
-    if (dcS.defined()) dk_fin = dk_fin + at::matmul(v.to(at::kFloat), dcS.transpose(-1, -2));
-    if (dnS.defined()) dk_fin = dk_fin + dnS.unsqueeze(-2);
-    dk_fin = gj * dk_fin;
-    st.dk_add = dk_fin;
-    if (dcS.defined()) st.dv_add = gj * at::matmul(kf, dcS);
-    st.di_add = (kf * dk_fin).sum(-1);
-    const at::Tensor g0 = (FS + m0 - mS).exp().to(at::kFloat).squeeze(-1);  // (B, NH)
-    at::Tensor last = st.di_add.sum(-1);
-    if (dcS.defined() && c0.defined()) last = last + g0 * (c0 * dcS).sum({-1, -2});
-    if (dnS.defined() && n0.defined()) last = last + g0 * (n0 * dnS).sum(-1);
-    st.last_row_add = last;
-    if (c0.defined()) {
-      const at::Tensor add =
-          dcS.defined() ? g0.unsqueeze(-1).unsqueeze(-1) * dcS : at::zeros_like(c0);
-      st.dc0 = st.dc0.defined() ? st.dc0 + add : add;
-    }
-    if (n0.defined()) {
-      const at::Tensor add = dnS.defined() ? g0.unsqueeze(-1) * dnS : at::zeros_like(n0);
-      st.dn0 = st.dn0.defined() ? st.dn0 + add : add;
-    }
-  }
+InitialState make_initial_state(const at::Tensor& dh, const std::optional<at::Tensor>& c0,
+                                const std::optional<at::Tensor>& n0,
+                                const std::optional<at::Tensor>& m0, const at::Tensor& fcum,
+                                const at::Tensor& m) {
+  InitialState st;
+  st.c = state_fp32(c0);
+  st.n = state_fp32(n0);
+  if (!st.c.defined() && !st.n.defined()) return st;
+  const at::Tensor m0d =
+      m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
+  st.w = (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
+  if (st.c.defined()) st.dh_c = matmul_f32(dh, st.c.transpose(-1, -2), dh.scalar_type());
   return st;
 }
 
-const float* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<float>() : nullptr;
+// q̂_t . x_t per row, fp32: (B, NH, S).
+at::Tensor scaled_row_dot(const at::Tensor& q, const at::Tensor& x, double scale) {
+  return (x * q).sum(-1) * scale;
+}
+
+// Initial-state terms of the gradient: fp32 addend of dq, the state column's share of
+// the dF row sums, and the gradient reaching (C0, n0) from the rows.
+struct InitialTerms {
+  at::Tensor dq_add;   // (B, NH, S, DQK)
+  at::Tensor row_add;  // (B, NH, S)
+  at::Tensor dc, dn;   // (B, NH, DQK, DV), (B, NH, DQK); undefined where C0 / n0 are
+};
+
+InitialTerms initial_state_terms(const InitialState& st, const at::Tensor& q,
+                                 const at::Tensor& dh, const at::Tensor& rden,
+                                 const at::Tensor& db, double scale) {
+  InitialTerms t;
+  // d u_t = dh_t rden_t, d b_t = db_t: dq_t gets w0_t (C0 du_t + n0 db_t) scale.
+  at::Tensor g;
+  if (st.c.defined()) g = st.dh_c * (st.w * rden).unsqueeze(-1);
+  if (st.n.defined()) {
+    const at::Tensor gn = (st.w * db).unsqueeze(-1) * st.n.unsqueeze(-2);
+    g = g.defined() ? g + gn : gn;
+  }
+  t.dq_add = g * scale;
+  t.row_add = (q * t.dq_add).sum(-1);  // q̂_t . w0_t (C0 du_t + n0 db_t)
+  // dC0 = sum_t w0_t q̂_t du_t^T, dn0 = sum_t w0_t q̂_t db_t.
+  if (st.c.defined()) {
+    const at::Tensor qw = q * (st.w * rden * scale).unsqueeze(-1);
+    t.dc = matmul_f32(qw.transpose(-1, -2), dh, dh.scalar_type());
+  }
+  if (st.n.defined()) {
+    t.dn = at::matmul((st.w * db * scale).unsqueeze(-2), q.to(at::kFloat)).squeeze(-2);
+  }
+  return t;
+}
+
+// Final-state terms: the final state is a virtual row at t = S with weights
+// g_j = exp(F_S - F_j + i_j - m_S) on the columns and g0 = exp(F_S + m0 - m_S) on the
+// initial state.
+struct FinalTerms {
+  at::Tensor dk_add, dv_add;  // (B, NH, S, D) fp32 or undefined
+  at::Tensor di_add;          // (B, NH, S)
+  at::Tensor last_row_add;    // (B, NH): into dF at t = S
+  at::Tensor g0;              // (B, NH) fp32
+};
+
+FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const at::Tensor& k,
+                             const at::Tensor& v, const at::Tensor& ig, const at::Tensor& fcum,
+                             const at::Tensor& m_final, const std::optional<at::Tensor>& m0,
+                             const InitialState& init) {
+  FinalTerms t;
+  const int64_t S = k.size(2);
+  const at::Tensor FS = fcum.narrow(-1, S - 1, 1);
+  const at::Tensor mS = m_final.to(at::kDouble);
+  const at::Tensor gj =
+      (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).unsqueeze(-1);
+  at::Tensor dk_fin;  // dC_S v_j + dn_S
+  if (dcS.defined()) dk_fin = matmul_f32(v, dcS.transpose(-1, -2), v.scalar_type());
+  if (dnS.defined()) dk_fin = dk_fin.defined() ? dk_fin + dnS.unsqueeze(-2)
+                                               : dnS.unsqueeze(-2).expand({-1, -1, S, -1});
+  t.dk_add = gj * dk_fin;
+  if (dcS.defined()) t.dv_add = gj * matmul_f32(k, dcS, k.scalar_type());
+  t.di_add = (k * t.dk_add).sum(-1);
+  const at::Tensor m0d = m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(mS);
+  t.g0 = (FS + m0d - mS).exp().to(at::kFloat).squeeze(-1);
+  at::Tensor last = t.di_add.sum(-1);
+  if (dcS.defined() && init.c.defined()) last = last + t.g0 * (init.c * dcS).sum({-1, -2});
+  if (dnS.defined() && init.n.defined()) last = last + t.g0 * (init.n * dnS).sum(-1);
+  t.last_row_add = last;
+  return t;
+}
+
+at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
 }
 
 }  // namespace
@@ -108,8 +131,8 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
                       const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& i,
                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
-                      const at::Tensor& h_in, const at::Tensor& m_rows,
-                      const at::Tensor& norm_rows, double eps, BackwardLauncher launch) {
+                      const at::Tensor& m_rows, double eps, BackwardLauncher launch,
+                      const ChunkedBackward* chunked) {
   const int64_t B = q_in.size(0), NH = q_in.size(1), S = q_in.size(2);
   const int64_t DQK = q_in.size(3), DV = v_in.size(3);
   c10::cuda::CUDAGuard device_guard(q_in.device());
@@ -118,11 +141,9 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
 
   const at::Tensor q = vector_aligned(q_in), k = vector_aligned(k_in), v = vector_aligned(v_in);
   const at::Tensor dh = vector_aligned(dh_in.to(q_in.scalar_type()));
-  (void)h_in;  // dh . h is recomputed from the unrounded numerator (pass kRowDotProducts)
   const at::Tensor ig = i.to(at::kFloat).contiguous();
   const at::Tensor fcum = at::cumsum(at::log_sigmoid(f.to(at::kDouble)), -1).contiguous();
   const at::Tensor m = m_rows.to(at::kFloat).contiguous();
-  (void)norm_rows;  // b_t is recomputed with this pass's weights (see below)
 
   at::Tensor dq = at::empty({B, NH, S, DQK}, q_in.options());
   at::Tensor dk = at::empty({B, NH, S, DQK}, k_in.options());
@@ -157,48 +178,73 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.dhu_ptr = dhu.data_ptr<float>();
   p.bsum_ptr = bsum.data_ptr<float>();
   launch(p, BackwardPass::kRowDotProducts, stream);
-  if (c0.has_value() || n0.has_value()) {
-    const at::Tensor w0 = initial_state_weights(fcum, m, m0);
-    const at::Tensor qs = q.to(at::kFloat) * scale;
-    if (c0.has_value()) {
-      const at::Tensor c0_dh = at::matmul(dh.to(at::kFloat), state_fp32(c0).transpose(-1, -2));
-      dhu = dhu + w0 * (c0_dh * qs).sum(-1);
-    }
-    if (n0.has_value()) bsum = bsum + w0 * (qs * state_fp32(n0).unsqueeze(-2)).sum(-1);
-  }
+  const InitialState init = make_initial_state(dh, c0, n0, m0, fcum, m);
+  if (init.c.defined()) dhu = dhu + init.w * scaled_row_dot(q, init.dh_c, scale);
+  if (init.n.defined()) bsum = bsum + init.w * scaled_row_dot(q, init.n.unsqueeze(-2), scale);
   const at::Tensor floor = (-m).exp();
   const at::Tensor absb = bsum.abs();
   const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
-  const at::Tensor rden = den.reciprocal().contiguous();
+  at::Tensor rden = den.reciprocal();
   const at::Tensor active_sign = bsum.sign() * (absb > floor).to(at::kFloat);
-  const at::Tensor db = (-dhu * rden * rden * active_sign).contiguous();
+  at::Tensor db = -dhu * rden * rden * active_sign;
+  if (chunked != nullptr && chunked->row_valid.defined()) {
+    rden = at::where(chunked->row_valid, rden, 0.f);
+    db = at::where(chunked->row_valid, db, 0.f);
+  }
+  rden = rden.contiguous();
+  db = db.contiguous();
   p.rden_ptr = rden.data_ptr<float>();
   p.db_ptr = db.data_ptr<float>();
 
-  const StateTerms st = state_terms(dh, dc_last, dn_last, q, k, v, ig, fcum, m, c0, n0, m0,
-                                    rden, db, scale);
-  const at::Tensor dq_add = st.dq_add.defined() ? st.dq_add.contiguous() : at::Tensor();
-  const at::Tensor dk_add = st.dk_add.defined() ? st.dk_add.contiguous() : at::Tensor();
-  const at::Tensor dv_add = st.dv_add.defined() ? st.dv_add.contiguous() : at::Tensor();
+  InitialTerms init_terms;
+  if (init.given()) init_terms = initial_state_terms(init, q, dh, rden, db, scale);
+  at::Tensor dcS = given(dc_last) ? dc_last->to(at::kFloat) : at::Tensor();
+  at::Tensor dnS = given(dn_last) ? dn_last->to(at::kFloat) : at::Tensor();
+  if (chunked != nullptr) {
+    TORCH_CHECK(init_terms.dc.defined() && init_terms.dn.defined(),
+                "xlstm: internal error: the chunked backward needs both initial states");
+    std::tie(dcS, dnS) = chunked->final_state_grads(init_terms.dc, init_terms.dn);
+  }
+  FinalTerms fin;
+  if (dcS.defined() || dnS.defined()) {
+    const at::Tensor m_final =
+        chunked != nullptr ? chunked->m_final : m.narrow(-1, S - 1, 1);
+    fin = final_state_terms(dcS, dnS, k, v, ig, fcum, m_final, m0, init);
+  }
+
+  const at::Tensor dq_add = init_terms.dq_add.defined() ? init_terms.dq_add.contiguous()
+                                                        : at::Tensor();
+  const at::Tensor dk_add = fin.dk_add.defined() ? fin.dk_add.contiguous() : at::Tensor();
+  const at::Tensor dv_add = fin.dv_add.defined() ? fin.dv_add.contiguous() : at::Tensor();
   p.dq_add_ptr = ptr_or_null(dq_add);
   p.dk_add_ptr = ptr_or_null(dk_add);
   p.dv_add_ptr = ptr_or_null(dv_add);
   launch(p, BackwardPass::kGradients, stream);
 
   // dF_t = (row sums of dlogw, state column included) - (column sums, final row included).
-  if (st.di_add.defined()) di = di + st.di_add;
+  if (fin.di_add.defined()) di = di + fin.di_add;
   at::Tensor d_cum = rowsum.to(at::kDouble) - di.to(at::kDouble);
-  if (st.row_add.defined()) d_cum = d_cum + st.row_add.to(at::kDouble);
-  if (st.last_row_add.defined()) {
-    d_cum.select(-1, S - 1).add_(st.last_row_add.to(at::kDouble));
+  if (init_terms.row_add.defined()) d_cum = d_cum + init_terms.row_add.to(at::kDouble);
+  if (fin.last_row_add.defined()) {
+    d_cum.select(-1, S - 1).add_(fin.last_row_add.to(at::kDouble));
   }
   const at::Tensor d_log_f = d_cum.flip(-1).cumsum(-1).flip(-1);
   const at::Tensor df =
       (d_log_f * at::sigmoid(-f.to(at::kDouble))).to(f.scalar_type()).contiguous();
 
   const auto opts = m.options();
-  at::Tensor dc0 = c0.has_value() ? st.dc0.to(c0->scalar_type()) : not_requested_output(opts);
-  at::Tensor dn0 = n0.has_value() ? st.dn0.to(n0->scalar_type()) : not_requested_output(opts);
+  at::Tensor dc0 = not_requested_output(opts), dn0 = not_requested_output(opts);
+  if (chunked == nullptr && c0.has_value()) {
+    const at::Tensor carried =
+        dcS.defined() ? fin.g0.unsqueeze(-1).unsqueeze(-1) * dcS : at::Tensor();
+    dc0 = add_defined(init_terms.dc, carried);
+    dc0 = (dc0.defined() ? dc0 : at::zeros_like(init.c)).to(c0->scalar_type());
+  }
+  if (chunked == nullptr && n0.has_value()) {
+    const at::Tensor carried = dnS.defined() ? fin.g0.unsqueeze(-1) * dnS : at::Tensor();
+    dn0 = add_defined(init_terms.dn, carried);
+    dn0 = (dn0.defined() ? dn0 : at::zeros_like(init.n)).to(n0->scalar_type());
+  }
   return {dq, dk, dv, di.to(i.scalar_type()).contiguous(), df, dc0, dn0};
 }
 

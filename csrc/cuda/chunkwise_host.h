@@ -1,0 +1,51 @@
+// The chunkwise algorithm on the GPU, built from the parallel kernels.
+//
+// The sequence is cut into N chunks of L steps. A scan over the chunks gives the
+// (C, n, m) state entering each chunk (csrc/cuda/chunk_scan.cu, with the per-chunk
+// k v^T sums as batched GEMMs); every chunk then runs as an independent sequence of
+// L steps through the family's parallel kernels, with that state as its initial
+// state. The backward does the same with the gradient of each chunk's end state,
+// found by a reverse scan, as the chunk's final-state gradient. It is the same
+// function (SPEC §1) and the same gradient (§2), with O(S·L) work instead of O(S²):
+// the form for long sequences.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cuda/parallel_backward_host.h"  // BackwardLauncher
+#include "cuda/parallel_forward_host.h"   // ForwardLauncher
+
+namespace xlstm {
+
+// The chunk length the kernels run when the caller gives none.
+constexpr int64_t kDefaultKernelChunkSize = 128;
+
+// Returns (h, m_rows, norm_rows, c_last, n_last, m_last); the last three are 0-element
+// tensors unless return_last_states.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const at::Tensor& i, const at::Tensor& f,
+                      const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
+                      const std::optional<at::Tensor>& m0, double eps, bool return_last_states,
+                      int64_t chunk_size, ForwardLauncher launch);
+
+// The state after the last step, (C_S, n_S, m_S): the forward's state scan alone.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_chunkwise_final_state(
+    const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
+    const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
+    const std::optional<at::Tensor>& m0, int64_t chunk_size);
+
+// Returns (dq, dk, dv, di, df, dc_initial, dn_initial).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc_last,
+                       const std::optional<at::Tensor>& dn_last, const at::Tensor& q,
+                       const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
+                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
+                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
+                       const at::Tensor& m_rows, double eps, int64_t chunk_size,
+                       BackwardLauncher launch);
+
+}  // namespace xlstm
