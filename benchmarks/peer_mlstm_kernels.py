@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 SHAPES = [(64, 16, 1024, 128, 256), (16, 16, 4096, 128, 256),
-          (64, 32, 1024, 128, 128), (16, 32, 4096, 128, 128)]
+          (64, 32, 1024, 128, 128), (16, 32, 4096, 128, 128), (4, 32, 16384, 128, 128)]
 
 CHILD = r"""
 import json, sys, torch
@@ -30,7 +30,8 @@ i, f = mk(B, NH, S), (mk(B, NH, S).float() + 3).to(torch.bfloat16)
 gh = mk(B, NH, S, DV)
 peer = get_mlstm_kernel(peer_name)
 impls = {
-    "xlstm_cuda": lambda *a: xlstm_cuda.mlstm(*a, algorithm="parallel"),
+    "xlstm_cuda parallel": lambda *a: xlstm_cuda.mlstm(*a, algorithm="parallel"),
+    "xlstm_cuda chunkwise": lambda *a: xlstm_cuda.mlstm(*a, algorithm="chunkwise"),
     "mlstm_kernels " + peer_name: lambda *a: peer(*a, chunk_size=64),
 }
 

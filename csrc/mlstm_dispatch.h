@@ -40,8 +40,10 @@ struct KernelChoice {
 };
 
 // "auto" runs the kernels chunkwise from this sequence length on: below it the
-// quadratic form's one pass is faster than the scan plus the per-chunk state terms.
-constexpr int64_t kAutoChunkwiseMinLength = 2048;
+// quadratic form's one pass is faster than the scan plus the per-chunk state terms
+// (H100, bf16 fwd+bwd, NH 32, D 128: parallel 50 ms vs chunkwise 59 ms at S = 4096,
+// 189 ms vs 59 ms at S = 16384; benchmarks/NOTES.md).
+constexpr int64_t kAutoChunkwiseMinLength = 8192;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.

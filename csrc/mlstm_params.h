@@ -27,6 +27,11 @@ struct MlstmForwardParams {
   const float* c0_ptr = nullptr;
   const float* n0_ptr = nullptr;
   const float* m0_ptr = nullptr;
+  // Optional, contiguous fp32 (B, NH, S, DV): q̂_t C0 for every row, computed on the
+  // host with tensor-core GEMMs (the chunkwise algorithm, where every chunk has a
+  // state). The sm90 kernels then read it instead of forming q̂_t C0 with fp32 FMAs;
+  // the other families ignore it and use c0_ptr, which stays set.
+  const float* o_init_ptr = nullptr;
 
   // Per-row statistics, contiguous fp32 (B, NH, S): the stabilizer m_t and the raw
   // signed normalizer b_t (before abs / floor).

@@ -67,7 +67,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
     const int64_t kernel_chunk = chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize;
     if (choice.chunked) {
       return run_chunkwise_forward(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
-                                   return_last_states, kernel_chunk, launcher(choice.kernel));
+                                   return_last_states, kernel_chunk, launcher(choice.kernel),
+                                   choice.kernel == Kernel::Sm90Parallel);
     }
     auto [h, m_rows, norm_rows] = run_parallel_forward(q, k, v, i, f, c_initial, n_initial,
                                                        m_initial, eps, launcher(choice.kernel));

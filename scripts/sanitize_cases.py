@@ -1,6 +1,10 @@
 """Small ragged-shape runs of every CUDA kernel family, forward and backward, for
 compute-sanitizer (memcheck, racecheck) in scripts/gpu_check.sh. B=1, NH=2, S=100 (not
-a multiple of any tile), with and without initial state (and final-state gradients)."""
+a multiple of any tile), with and without initial state (and final-state gradients),
+with the parallel algorithm and the chunkwise one (chunks of 32: a padded last chunk).
+    python scripts/sanitize_cases.py [parallel|chunkwise ...]   (default: both)"""
+import sys
+
 import torch
 
 import xlstm_cuda
@@ -15,10 +19,14 @@ for family in runnable_families():
             c0 = torch.randn(1, 2, dqk, dv, device="cuda")
             n0, m0 = torch.randn(1, 2, dqk, device="cuda"), torch.randn(1, 2, 1, device="cuda")
             backward = "_backward" in xlstm_cuda.selected_backward_kernel(q, v, "parallel", family)
-            for state in [(None, None, None), (c0, n0, m0)]:
+            for state, algorithm in [((None, None, None), "parallel"), ((c0, n0, m0), "parallel"),
+                                     ((c0, n0, m0), "chunkwise")]:
+                if sys.argv[1:] and algorithm not in sys.argv[1:]:
+                    continue
                 leaves = [t.clone().requires_grad_(backward) for t in (q, k, v, i, f)]
-                h, (c, n, _m) = xlstm_cuda.mlstm(*leaves, *state, algorithm="parallel",
-                                                 backend=family, return_last_states=True)
+                h, (c, n, _m) = xlstm_cuda.mlstm(*leaves, *state, algorithm=algorithm,
+                                                 chunk_size=32, backend=family,
+                                                 return_last_states=True)
                 if backward:
                     loss = (h.float() ** 2).sum() + c.sum() + n.sum()
                     torch.autograd.grad(loss, leaves)

@@ -42,7 +42,7 @@ def _require_chunked(x, backend, chunked_backward=True):
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 @pytest.mark.parametrize("DQK,DV", HEAD_DIMS)
-@pytest.mark.parametrize("S,chunk", [(1, None), (17, 8), (127, 64), (300, None), (1000, 128)])
+@pytest.mark.parametrize("S,chunk", [(1, None), (17, 8), (127, 64), (300, 128), (1000, None)])
 @pytest.mark.parametrize("with_state", [False, True], ids=["no_state", "state"])
 def test_chunkwise_forward_parity(backend, dtype, DQK, DV, S, chunk, with_state):
     _skip_sm75_bf16(backend, dtype)
@@ -66,7 +66,7 @@ def test_chunkwise_forward_long_sequence(dtype, DQK, DV, with_state):
                 seed_for("gpu_chunk_fwd_long", str(dtype), DQK, with_state), B=1)
     ref64, ref_lowp = reference_pair(x, return_last_states=True)
     poison_cuda_allocator()
-    out = mlstm(**x, return_last_states=True)  # auto: chunkwise from 2048 steps
+    out = mlstm(**x, return_last_states=True, algorithm="chunkwise")
     assert_outputs_close(out, ref64, ref_lowp, with_states=True)
 
 
@@ -75,7 +75,7 @@ def test_chunkwise_forward_long_sequence(dtype, DQK, DV, with_state):
                          [pytest.param("auto", id="auto")])
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 @pytest.mark.parametrize("DQK,DV", HEAD_DIMS)
-@pytest.mark.parametrize("S,chunk", [(1, None), (17, 8), (127, 64), (300, None), (1000, 128)])
+@pytest.mark.parametrize("S,chunk", [(1, None), (17, 8), (127, 64), (300, 128), (1000, None)])
 @pytest.mark.parametrize("with_state", [False, True], ids=["no_state", "state"])
 def test_chunkwise_backward_parity(backend, dtype, DQK, DV, S, chunk, with_state):
     _skip_sm75_bf16(backend, dtype)
@@ -96,7 +96,7 @@ def test_chunkwise_backward_long_sequence(dtype, DQK, DV, with_state):
     seed = seed_for("gpu_chunk_bwd_long", str(dtype), DQK, DV, with_state)
     x = _inputs(4097, DQK, DV, dtype, with_state, seed, B=1)
     gh, gc, gn = _cotangents(x, seed + 1, final_state_grads=with_state)
-    _check_against_reference(x, gh, gc, gn)  # auto: chunkwise from 2048 steps
+    _check_against_reference(x, gh, gc, gn, algorithm="chunkwise")
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
@@ -138,8 +138,8 @@ def test_chunkwise_matches_parallel_kernels(dtype):
 
 
 def test_auto_picks_chunkwise_for_long_sequences():
-    short = _inputs(2047, 64, 64, torch.bfloat16, False, seed=1, B=1, NH=1)
-    long = _inputs(2048, 64, 64, torch.bfloat16, False, seed=1, B=1, NH=1)
+    short = _inputs(8191, 64, 64, torch.bfloat16, False, seed=1, B=1, NH=1)
+    long = _inputs(8192, 64, 64, torch.bfloat16, False, seed=1, B=1, NH=1)
     assert not xlstm_cuda.selected_kernel(short["q"], short["v"]).endswith("_chunkwise")
     assert xlstm_cuda.selected_kernel(long["q"], long["v"]).endswith("_parallel_chunkwise")
     assert xlstm_cuda.selected_backward_kernel(long["q"], long["v"]).endswith(

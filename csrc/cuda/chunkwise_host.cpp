@@ -1,6 +1,7 @@
 #include "cuda/chunkwise_host.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -148,11 +149,15 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       const at::Tensor& i, const at::Tensor& f,
                       const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
                       const std::optional<at::Tensor>& m0, double eps, bool return_last_states,
-                      int64_t chunk_size, ForwardLauncher launch) {
+                      int64_t chunk_size, ForwardLauncher launch, bool state_rows_on_host) {
   const ChunkedInputs in = chunk_inputs(q, k, v, i, f, chunk_size);
   const ChunkStates st = chunk_states(in, c0, n0, m0);
-  auto [h, m_rows, norm_rows] =
-      run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n, st.m, eps, launch);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  const at::Tensor o_init =
+      state_rows_on_host ? matmul_f32(in.q, st.c * scale, q.scalar_type()).contiguous()
+                         : at::Tensor();
+  auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
+                                                     st.m, eps, launch, o_init);
   at::Tensor c_last, n_last, m_last;
   if (return_last_states) {
     c_last = st.c_last;

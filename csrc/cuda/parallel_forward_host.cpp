@@ -14,7 +14,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
     const at::Tensor& f, const std::optional<at::Tensor>& c0,
     const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0, double eps,
-    ForwardLauncher launch) {
+    ForwardLauncher launch, const at::Tensor& o_init) {
   const int64_t B = q.size(0), NH = q.size(1), S = q.size(2), DQK = q.size(3), DV = v.size(3);
   c10::cuda::CUDAGuard device_guard(q.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -45,6 +45,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   p.c0_ptr = c0f.defined() ? c0f.data_ptr<float>() : nullptr;
   p.n0_ptr = n0f.defined() ? n0f.data_ptr<float>() : nullptr;
   p.m0_ptr = m0f.defined() ? m0f.data_ptr<float>() : nullptr;
+  if (o_init.defined()) {
+    TORCH_CHECK(o_init.is_contiguous() && o_init.scalar_type() == at::kFloat &&
+                    o_init.numel() == B * NH * S * DV,
+                "xlstm: internal error: o_init must be contiguous fp32 (B, NH, S, DV)");
+    p.o_init_ptr = o_init.data_ptr<float>();
+  }
   p.m_rows_ptr = m_rows.data_ptr<float>();
   p.norm_rows_ptr = norm_rows.data_ptr<float>();
   p.B = B; p.NH = NH; p.S = S;

@@ -21,6 +21,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
     const at::Tensor& f, const std::optional<at::Tensor>& c0,
     const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0, double eps,
-    ForwardLauncher launch);
+    ForwardLauncher launch, const at::Tensor& o_init = at::Tensor());
 
 }  // namespace xlstm

@@ -167,7 +167,22 @@ struct CollectiveMainloop {
     // is still the state column), fp32 FMAs on the fp32 state.
     if (p.has_c0 || p.has_n0) {
       const float scale = p.scale;
-      if (p.has_c0) {
+      if (p.o_init_ptr != nullptr) {
+        // q̂_t C0 precomputed on the host: this thread's 2 rows x DV/4 columns.
+        CUTLASS_PRAGMA_UNROLL
+        for (int x = 0; x < 2; ++x) {
+          if (t_row[x] < S) {
+            const float* o_row = p.o_init_ptr + (tile.bh * S + t_row[x]) * p.DV +
+                                 static_cast<int64_t>(tile.dv_block) * kBlockDV;
+            CUTLASS_PRAGMA_UNROLL
+            for (int c = 0; c < size<1>(tOrO_rc); c += 2) {
+              const float2 ov = *reinterpret_cast<const float2*>(o_row + get<1>(tOcO_rc(0, c)));
+              tOrO_rc(x, c) = ov.x;
+              tOrO_rc(x, c + 1) = ov.y;
+            }
+          }
+        }
+      } else if (p.has_c0) {
         const float* c0 = p.c0_ptr + tile.bh * kDQK * p.DV +
                           static_cast<int64_t>(tile.dv_block) * kBlockDV;
 #pragma unroll 1
