@@ -41,9 +41,9 @@ struct KernelChoice {
 
 // "auto" runs the kernels chunkwise from this sequence length on: below it the
 // quadratic form's one pass is faster than the scan plus the per-chunk state terms
-// (H100, bf16 fwd+bwd, NH 32, D 128: parallel 50 ms vs chunkwise 59 ms at S = 4096,
-// 189 ms vs 59 ms at S = 16384; benchmarks/NOTES.md).
-constexpr int64_t kAutoChunkwiseMinLength = 8192;
+// (H100, bf16 fwd+bwd at B·S = 65,536, NH 32, D 128: parallel 16.4 / 50.5 / 191 ms,
+// chunkwise 33.1 / 33.3 / 33.3 ms at S = 1024 / 4096 / 16384; benchmarks/NOTES.md).
+constexpr int64_t kAutoChunkwiseMinLength = 4096;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.

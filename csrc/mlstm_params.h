@@ -59,6 +59,17 @@ struct MlstmForwardParams {
 //   weights so that u, b and their gradients are consistent to fp32 rounding).
 enum class BackwardPass { kRowDotProducts, kGradients };
 
+// An fp32 addend of a backward output in factored form:
+//   add[t, c] = row_scale[t] * x[t, c] + y_row_scale[t] * y[c]
+// with x contiguous (B, NH, S, D), y (B, NH, D) one vector per sequence and the row
+// scales (B, NH, S). A null x (or y) drops that part; all null: no addend.
+struct RowStateAddend {
+  const float* x = nullptr;
+  const float* row_scale = nullptr;
+  const float* y = nullptr;
+  const float* y_row_scale = nullptr;
+};
+
 struct MlstmBackwardParams {
   // Inputs (B, NH, S, D) with unit last stride, fp16 or bf16 (is_bf16).
   const void* q_ptr = nullptr;
@@ -74,11 +85,8 @@ struct MlstmBackwardParams {
   void* dq_ptr = nullptr;
   void* dk_ptr = nullptr;
   void* dv_ptr = nullptr;
-  // Optional fp32 addends, contiguous (B, NH, S, D), added before the cast (the
-  // initial/final-state terms); null means none.
-  const float* dq_add_ptr = nullptr;
-  const float* dk_add_ptr = nullptr;
-  const float* dv_add_ptr = nullptr;
+  // Optional fp32 addends (the initial/final-state terms), added before the cast.
+  RowStateAddend dq_add, dk_add, dv_add;
 
   // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
   // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and

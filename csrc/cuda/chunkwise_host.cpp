@@ -8,7 +8,7 @@
 #include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
 #include "cuda/chunk_scan.h"
 #include "cuda/kernel_inputs.h"
-#include "cuda/state_matmul.h"
+#include "cuda/state_gemm.h"
 
 namespace xlstm {
 namespace {
@@ -118,10 +118,12 @@ ChunkStates chunk_states(const ChunkedInputs& in, const std::optional<at::Tensor
   const at::Tensor g = (log_to_end - m_end_d.unsqueeze(-1)).exp().to(at::kFloat);  // (B,NH,N,L)
 
   // Each chunk's own addition to the state leaving it: sum_j g_j k_j v_j^T and sum_j g_j k_j.
-  const at::Tensor kg = in.k.reshape({B, NH, N, L, DQK}) * g.unsqueeze(-1);  // fp32
-  const at::Tensor kv_add =
-      matmul_f32(kg.transpose(-1, -2), in.v.reshape({B, NH, N, L, DV}), input_dtype);
-  const at::Tensor k_add = kg.sum(-2);  // (B, NH, N, DQK)
+  const at::Tensor k5 = in.k.reshape({B, NH, N, L, DQK});
+  const at::Tensor kv_add = gemm_f32(gemm_operand(k5, input_dtype, g).t(),
+                                     gemm_operand(in.v.reshape({B, NH, N, L, DV}), input_dtype));
+  const at::Tensor k_add =
+      gemm_f32(gemm_operand(g.unsqueeze(-2), input_dtype), gemm_operand(k5, input_dtype))
+          .squeeze(-2);  // (B, NH, N, DQK)
 
   ChunkStates st;
   st.carry = carry.reshape({B * NH, N}).contiguous();
@@ -153,9 +155,11 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const ChunkedInputs in = chunk_inputs(q, k, v, i, f, chunk_size);
   const ChunkStates st = chunk_states(in, c0, n0, m0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  const auto dt = q.scalar_type();
   const at::Tensor o_init =
-      state_rows_on_host ? matmul_f32(in.q, st.c * scale, q.scalar_type()).contiguous()
-                         : at::Tensor();
+      state_rows_on_host
+          ? gemm_f32(gemm_operand(in.q, dt), gemm_operand(st.c, dt, at::Tensor(), scale)).contiguous()
+          : at::Tensor();
   auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
                                                      st.m, eps, launch, o_init);
   at::Tensor c_last, n_last, m_last;

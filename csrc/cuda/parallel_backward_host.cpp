@@ -8,7 +8,7 @@
 
 #include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
 #include "cuda/kernel_inputs.h"
-#include "cuda/state_matmul.h"
+#include "cuda/state_gemm.h"
 
 namespace xlstm {
 namespace {
@@ -23,13 +23,15 @@ const float* ptr_or_null(const at::Tensor& t) {
 // weight w0_t = exp(F_t + m0 - m_t), adding w0_t q̂_t C0 to the numerator u_t and
 // w0_t q̂_t . n0 to the normalizer b_t. Members are undefined when no state was given.
 struct InitialState {
-  at::Tensor c, n;  // fp32 (B, NH, DQK, DV), (B, NH, DQK)
-  at::Tensor w;     // (B, NH, S) fp32: w0_t
-  at::Tensor dh_c;  // (B, NH, S, DQK) fp32: dh_t C0^T
+  at::Tensor c, n;        // fp32 (B, NH, DQK, DV), (B, NH, DQK)
+  at::Tensor w;           // (B, NH, S) fp32: w0_t
+  at::Tensor dh_c;        // (B, NH, S, DQK) fp32: dh_t C0^T (undefined without C0)
+  at::Tensor q_dh_c, q_n; // (B, NH, S) fp32: q_t . dh_c_t and q_t . n0 (0 where absent)
   bool given() const { return w.defined(); }
 };
 
-InitialState make_initial_state(const at::Tensor& dh, const std::optional<at::Tensor>& c0,
+InitialState make_initial_state(const at::Tensor& dh, const at::Tensor& q,
+                                const std::optional<at::Tensor>& c0,
                                 const std::optional<at::Tensor>& n0,
                                 const std::optional<at::Tensor>& m0, const at::Tensor& fcum,
                                 const at::Tensor& m) {
@@ -37,77 +39,72 @@ InitialState make_initial_state(const at::Tensor& dh, const std::optional<at::Te
   st.c = state_fp32(c0);
   st.n = state_fp32(n0);
   if (!st.c.defined() && !st.n.defined()) return st;
+  const auto dt = q.scalar_type();
   const at::Tensor m0d =
       m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
   st.w = (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
-  if (st.c.defined()) st.dh_c = matmul_f32(dh, st.c.transpose(-1, -2), dh.scalar_type());
+  if (st.c.defined()) st.dh_c = gemm_f32(gemm_operand(dh, dt), gemm_operand(st.c, dt).t());
+  std::tie(st.q_dh_c, st.q_n) = row_dots(q, st.dh_c, st.n);
   return st;
 }
 
-// q̂_t . x_t per row, fp32: (B, NH, S).
-at::Tensor scaled_row_dot(const at::Tensor& q, const at::Tensor& x, double scale) {
-  return (x * q).sum(-1) * scale;
-}
-
-// Initial-state terms of the gradient: fp32 addend of dq, the state column's share of
-// the dF row sums, and the gradient reaching (C0, n0) from the rows.
+// Initial-state terms of the gradient: the dq addend, the state column's share of the
+// dF row sums, and the gradient reaching (C0, n0) from the rows.
 struct InitialTerms {
-  at::Tensor dq_add;   // (B, NH, S, DQK)
-  at::Tensor row_add;  // (B, NH, S)
-  at::Tensor dc, dn;   // (B, NH, DQK, DV), (B, NH, DQK); undefined where C0 / n0 are
+  at::Tensor dq_x_scale, dq_y_scale;  // (B, NH, S): dq_t += x_scale dh_c_t + y_scale n0
+  at::Tensor row_add;                 // (B, NH, S)
+  at::Tensor dc, dn;                  // (B, NH, DQK, DV), (B, NH, DQK); undefined where C0 / n0 are
 };
 
 InitialTerms initial_state_terms(const InitialState& st, const at::Tensor& q,
                                  const at::Tensor& dh, const at::Tensor& rden,
                                  const at::Tensor& db, double scale) {
+  // d u_t = dh_t rden_t, d b_t = db_t: dq_t gets scale w0_t (C0 du_t + n0 db_t), whose
+  // dot with q_t is the state column's row sum for dF.
+  const auto dt = q.scalar_type();
   InitialTerms t;
-  // d u_t = dh_t rden_t, d b_t = db_t: dq_t gets w0_t (C0 du_t + n0 db_t) scale.
-  at::Tensor g;
-  if (st.c.defined()) g = st.dh_c * (st.w * rden).unsqueeze(-1);
-  if (st.n.defined()) {
-    const at::Tensor gn = (st.w * db).unsqueeze(-1) * st.n.unsqueeze(-2);
-    g = g.defined() ? g + gn : gn;
-  }
-  t.dq_add = g * scale;
-  t.row_add = (q * t.dq_add).sum(-1);  // q̂_t . w0_t (C0 du_t + n0 db_t)
-  // dC0 = sum_t w0_t q̂_t du_t^T, dn0 = sum_t w0_t q̂_t db_t.
+  t.dq_x_scale = (st.w * rden * scale).contiguous();
+  t.dq_y_scale = (st.w * db * scale).contiguous();
+  t.row_add = t.dq_x_scale * st.q_dh_c + t.dq_y_scale * st.q_n;
+  // dC0 = sum_t scale w0_t rden_t q_t dh_t^T, dn0 = sum_t scale w0_t db_t q_t.
   if (st.c.defined()) {
-    const at::Tensor qw = q * (st.w * rden * scale).unsqueeze(-1);
-    t.dc = matmul_f32(qw.transpose(-1, -2), dh, dh.scalar_type());
+    t.dc = gemm_f32(gemm_operand(q, dt, t.dq_x_scale).t(), gemm_operand(dh, dt));
   }
   if (st.n.defined()) {
-    t.dn = at::matmul((st.w * db * scale).unsqueeze(-2), q.to(at::kFloat)).squeeze(-2);
+    t.dn = gemm_f32(gemm_operand(t.dq_y_scale.unsqueeze(-2), dt), gemm_operand(q, dt))
+               .squeeze(-2);
   }
   return t;
 }
 
 // Final-state terms: the final state is a virtual row at t = S with weights
 // g_j = exp(F_S - F_j + i_j - m_S) on the columns and g0 = exp(F_S + m0 - m_S) on the
-// initial state.
+// initial state: dk_j += g_j (dC_S v_j + dn_S), dv_j += g_j dC_S^T k_j.
 struct FinalTerms {
-  at::Tensor dk_add, dv_add;  // (B, NH, S, D) fp32 or undefined
-  at::Tensor di_add;          // (B, NH, S)
-  at::Tensor last_row_add;    // (B, NH): into dF at t = S
-  at::Tensor g0;              // (B, NH) fp32
+  at::Tensor g;             // (B, NH, S) fp32: g_j, the row scale of both addends
+  at::Tensor dk_x, dv_x;    // (B, NH, S, D) fp32: v_j dC_S^T, k_j dC_S (undefined without dC_S)
+  at::Tensor di_add;        // (B, NH, S)
+  at::Tensor last_row_add;  // (B, NH): into dF at t = S
+  at::Tensor g0;            // (B, NH) fp32
 };
 
 FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const at::Tensor& k,
                              const at::Tensor& v, const at::Tensor& ig, const at::Tensor& fcum,
                              const at::Tensor& m_final, const std::optional<at::Tensor>& m0,
                              const InitialState& init) {
+  const auto dt = k.scalar_type();
   FinalTerms t;
   const int64_t S = k.size(2);
   const at::Tensor FS = fcum.narrow(-1, S - 1, 1);
   const at::Tensor mS = m_final.to(at::kDouble);
-  const at::Tensor gj =
-      (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).unsqueeze(-1);
-  at::Tensor dk_fin;  // dC_S v_j + dn_S
-  if (dcS.defined()) dk_fin = matmul_f32(v, dcS.transpose(-1, -2), v.scalar_type());
-  if (dnS.defined()) dk_fin = dk_fin.defined() ? dk_fin + dnS.unsqueeze(-2)
-                                               : dnS.unsqueeze(-2).expand({-1, -1, S, -1});
-  t.dk_add = gj * dk_fin;
-  if (dcS.defined()) t.dv_add = gj * matmul_f32(k, dcS, k.scalar_type());
-  t.di_add = (k * t.dk_add).sum(-1);
+  t.g = (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).contiguous();
+  if (dcS.defined()) {
+    const GemmOperand dc = gemm_operand(dcS, dt);
+    t.dk_x = gemm_f32(gemm_operand(v, dt), dc.t());
+    t.dv_x = gemm_f32(gemm_operand(k, dt), dc);
+  }
+  auto [k_dkx, k_dn] = row_dots(k, t.dk_x, dnS);  // k_j . (dC_S v_j), k_j . dn_S
+  t.di_add = t.g * (k_dkx + k_dn);
   const at::Tensor m0d = m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(mS);
   t.g0 = (FS + m0d - mS).exp().to(at::kFloat).squeeze(-1);
   at::Tensor last = t.di_add.sum(-1);
@@ -178,9 +175,11 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.dhu_ptr = dhu.data_ptr<float>();
   p.bsum_ptr = bsum.data_ptr<float>();
   launch(p, BackwardPass::kRowDotProducts, stream);
-  const InitialState init = make_initial_state(dh, c0, n0, m0, fcum, m);
-  if (init.c.defined()) dhu = dhu + init.w * scaled_row_dot(q, init.dh_c, scale);
-  if (init.n.defined()) bsum = bsum + init.w * scaled_row_dot(q, init.n.unsqueeze(-2), scale);
+  const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m);
+  if (init.given()) {
+    dhu = dhu + init.w * init.q_dh_c * scale;
+    bsum = bsum + init.w * init.q_n * scale;
+  }
   const at::Tensor floor = (-m).exp();
   const at::Tensor absb = bsum.abs();
   const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
@@ -209,16 +208,19 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   if (dcS.defined() || dnS.defined()) {
     const at::Tensor m_final =
         chunked != nullptr ? chunked->m_final : m.narrow(-1, S - 1, 1);
+    dnS = dnS.defined() ? dnS.contiguous() : dnS;
     fin = final_state_terms(dcS, dnS, k, v, ig, fcum, m_final, m0, init);
   }
 
-  const at::Tensor dq_add = init_terms.dq_add.defined() ? init_terms.dq_add.contiguous()
-                                                        : at::Tensor();
-  const at::Tensor dk_add = fin.dk_add.defined() ? fin.dk_add.contiguous() : at::Tensor();
-  const at::Tensor dv_add = fin.dv_add.defined() ? fin.dv_add.contiguous() : at::Tensor();
-  p.dq_add_ptr = ptr_or_null(dq_add);
-  p.dk_add_ptr = ptr_or_null(dk_add);
-  p.dv_add_ptr = ptr_or_null(dv_add);
+  if (init.given()) {
+    p.dq_add = {ptr_or_null(init.dh_c), init_terms.dq_x_scale.data_ptr<float>(),
+                ptr_or_null(init.n), init_terms.dq_y_scale.data_ptr<float>()};
+  }
+  if (fin.g.defined()) {
+    const float* g = fin.g.data_ptr<float>();
+    p.dk_add = {ptr_or_null(fin.dk_x), g, ptr_or_null(dnS), g};
+    p.dv_add = {ptr_or_null(fin.dv_x), g, nullptr, nullptr};
+  }
   launch(p, BackwardPass::kGradients, stream);
 
   // dF_t = (row sums of dlogw, state column included) - (column sums, final row included).

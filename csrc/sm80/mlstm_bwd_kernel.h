@@ -7,7 +7,7 @@
 //             [-> G = X_hv Y_hv^T]  -> reload the tile the output GEMM does not read
 //             -> weights and dS (or P) in registers -> out += dS * Y_out
 //             -> reload the other tile.
-//   epilogue  out * scale + optional fp32 addend -> input dtype; row statistics.
+//   epilogue  out * scale + optional fp32 state addend -> input dtype; row statistics.
 //
 // Element (r, c) of a step's tile is stationary row r and streamed row c: (t, j) for
 // kDQ / kDhu and (j, t) for kDK / kDV / kDKV. Its log weight is a row term plus a column term
@@ -357,34 +357,37 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
   }
 
   if constexpr (!Traits::kHasOutputGemm) return;
-  // acc (kBlockM x kChunk) * out_scale (+ fp32 addend) -> columns [slice * kChunk, ...)
+  // acc (kBlockM x kChunk) * out_scale (+ the state addend) -> columns [slice * kChunk, ...)
   // of a contiguous (B, NH, S, d_out) output.
-  auto store = [&](auto const& acc, auto chunk_c, void* out_ptr, const float* add, int d_out,
-                   float out_scale) {
+  auto store = [&](auto const& acc, auto chunk_c, void* out_ptr, const RowStateAddend& add,
+                   int d_out, float out_scale) {
     constexpr int kChunk = decltype(chunk_c)::value;
     const int64_t col0 = int64_t(out_slice) * kChunk;
     Element* out = reinterpret_cast<Element*>(out_ptr) + bh * S * d_out + col0;
-    if (add != nullptr) add += bh * S * d_out + col0;
+    const float* add_x = add.x != nullptr ? add.x + bh * S * d_out + col0 : nullptr;
+    const float* add_y = add.y != nullptr ? add.y + bh * d_out + col0 : nullptr;
     Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}));
     CUTE_UNROLL
     for (int e = 0; e < size(acc); ++e) {
       const int64_t row = st0 + get<0>(tOcO(e));
       if (row < S) {
-        const int64_t off = row * d_out + get<1>(tOcO(e));
+        const int col = get<1>(tOcO(e));
+        const int64_t off = row * d_out + col;
         float val = acc(e) * out_scale;
-        if (add != nullptr) val += add[off];
+        if (add_x != nullptr) val = fmaf(add.row_scale[bh * S + row], add_x[off], val);
+        if (add_y != nullptr) val = fmaf(add.y_row_scale[bh * S + row], add_y[col], val);
         out[off] = Element(val);
       }
     }
   };
   if constexpr (kKind == BwdKind::kDQ) {
-    store(acc_out, Int<kOutChunk>{}, params.dq_ptr, params.dq_add_ptr, DQK, scale);
+    store(acc_out, Int<kOutChunk>{}, params.dq_ptr, params.dq_add, DQK, scale);
   } else if constexpr (kKind == BwdKind::kDV) {
-    store(acc_out, Int<kOutChunk>{}, params.dv_ptr, params.dv_add_ptr, DV, 1.f);
+    store(acc_out, Int<kOutChunk>{}, params.dv_ptr, params.dv_add, DV, 1.f);
   } else {
-    if (do_main) store(acc_out, Int<kOutChunk>{}, params.dk_ptr, params.dk_add_ptr, DQK, scale);
+    if (do_main) store(acc_out, Int<kOutChunk>{}, params.dk_ptr, params.dk_add, DQK, scale);
     if constexpr (Traits::kFusedDV) {
-      if (do_dv2) store(acc_out2, Int<kChunkV>{}, params.dv_ptr, params.dv_add_ptr, DV, 1.f);
+      if (do_dv2) store(acc_out2, Int<kChunkV>{}, params.dv_ptr, params.dv_add, DV, 1.f);
     }
   }
 }

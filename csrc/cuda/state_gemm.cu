@@ -1,0 +1,180 @@
+#include "cuda/state_gemm.h"
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/version.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace xlstm {
+namespace {
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+constexpr bool kHasBf16ToFp32Gemm = true;  // at::bmm / at::baddbmm_out with out_dtype
+#else
+constexpr bool kHasBf16ToFp32Gemm = false;
+#endif
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+// hi = bf16(v), lo = bf16(v - hi) for v = x[r, d] * row_scale[r] * scale, one element per
+// thread step (coalesced, one read and two bf16 writes per element).
+template <typename T>
+__global__ void split_bf16_kernel(const T* __restrict__ x, int64_t row_stride,
+                                  const float* __restrict__ row_scale, float scale, int64_t rows,
+                                  int64_t cols, __nv_bfloat16* __restrict__ hi,
+                                  __nv_bfloat16* __restrict__ lo) {
+  const int64_t n = rows * cols;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t r = idx / cols, c = idx - r * cols;
+    float v = to_float(x[r * row_stride + c]) * scale;
+    if (row_scale != nullptr) v *= row_scale[r];
+    const __nv_bfloat16 h = __float2bfloat16_rn(v);
+    hi[idx] = h;
+    lo[idx] = __float2bfloat16_rn(v - __bfloat162float(h));
+  }
+}
+
+// One warp per row: a[r] . x[r] and a[r] . y[r / group].
+template <typename T>
+__global__ void row_dots_kernel(const T* __restrict__ a, int64_t a_row_stride,
+                                const float* __restrict__ x, const float* __restrict__ y,
+                                int64_t rows, int cols, int64_t group, float* __restrict__ dot_x,
+                                float* __restrict__ dot_y) {
+  const int lane = threadIdx.x % 32;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const T* a_row = a + r * a_row_stride;
+  const float* x_row = x != nullptr ? x + r * cols : nullptr;
+  const float* y_row = y != nullptr ? y + (r / group) * cols : nullptr;
+  float sx = 0.f, sy = 0.f;
+  for (int c = lane; c < cols; c += 32) {
+    const float av = to_float(a_row[c]);
+    if (x_row != nullptr) sx = fmaf(av, x_row[c], sx);
+    if (y_row != nullptr) sy = fmaf(av, y_row[c], sy);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    sx += __shfl_xor_sync(0xffffffffu, sx, off);
+    sy += __shfl_xor_sync(0xffffffffu, sy, off);
+  }
+  if (lane == 0) {
+    dot_x[r] = sx;
+    dot_y[r] = sy;
+  }
+}
+
+// x (..., D) as rows with one row stride and a unit column stride (a copy only when the
+// layout has no such form).
+at::Tensor as_rows(const at::Tensor& x) {
+  at::Tensor rows = x.reshape({-1, x.size(-1)});
+  if (rows.stride(1) != 1 || (rows.size(0) > 1 && rows.stride(0) < rows.size(1))) {
+    rows = rows.contiguous();
+  }
+  return rows;
+}
+
+#define XLSTM_DISPATCH_INPUT(dtype, ...)                                       \
+  switch (dtype) {                                                             \
+    case at::kFloat: { using scalar_t = float; __VA_ARGS__(); break; }         \
+    case at::kBFloat16: { using scalar_t = __nv_bfloat16; __VA_ARGS__(); break; } \
+    case at::kHalf: { using scalar_t = __half; __VA_ARGS__(); break; }         \
+    default: TORCH_CHECK(false, "xlstm: internal error: unsupported dtype ", dtype); \
+  }
+
+}  // namespace
+
+GemmOperand GemmOperand::t() const {
+  GemmOperand o;
+  if (value.defined()) o.value = value.transpose(-1, -2);
+  if (hi.defined()) o.hi = hi.transpose(-1, -2);
+  if (lo.defined()) o.lo = lo.transpose(-1, -2);
+  return o;
+}
+
+GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
+                         const at::Tensor& row_scale, double scale) {
+  GemmOperand o;
+  if (!(kHasBf16ToFp32Gemm && input_dtype == at::kBFloat16 && x.is_cuda())) {
+    o.value = x.to(at::kFloat) * scale;
+    if (row_scale.defined()) o.value = o.value * row_scale.unsqueeze(-1);
+    return o;
+  }
+  if (x.scalar_type() == at::kBFloat16 && !row_scale.defined() && scale == 1.0) {
+    o.hi = x;
+    return o;
+  }
+  const at::Tensor rows = as_rows(x);
+  const at::Tensor rs = row_scale.defined() ? row_scale.to(at::kFloat).contiguous() : at::Tensor();
+  TORCH_CHECK(!rs.defined() || rs.numel() == rows.size(0),
+              "xlstm: internal error: row_scale does not match the rows");
+  o.hi = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  o.lo = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const int64_t n = rows.numel();
+  if (n == 0) return o;
+  c10::cuda::CUDAGuard guard(x.device());
+  const int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
+  XLSTM_DISPATCH_INPUT(rows.scalar_type(), [&] {
+    split_bf16_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        reinterpret_cast<const scalar_t*>(rows.data_ptr()), rows.stride(0),
+        rs.defined() ? rs.data_ptr<float>() : nullptr, static_cast<float>(scale), rows.size(0),
+        rows.size(1), reinterpret_cast<__nv_bfloat16*>(o.hi.data_ptr()),
+        reinterpret_cast<__nv_bfloat16*>(o.lo.data_ptr()));
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return o;
+}
+
+at::Tensor gemm_f32(const GemmOperand& a, const GemmOperand& b) {
+  if (a.value.defined()) return at::matmul(a.value, b.value);
+  TORCH_CHECK(a.hi.defined() && b.hi.defined(), "xlstm: internal error: mixed GEMM routes");
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  const int64_t M = a.hi.size(-2), K = a.hi.size(-1), N = b.hi.size(-1);
+  std::vector<int64_t> out_shape = a.hi.sizes().vec();
+  out_shape.back() = N;
+  auto as3 = [&](const at::Tensor& t, int64_t r, int64_t c) { return t.reshape({-1, r, c}); };
+  at::Tensor out = at::bmm(as3(a.hi, M, K), as3(b.hi, K, N), at::kFloat);
+  if (a.lo.defined()) at::baddbmm_out(out, out, as3(a.lo, M, K), as3(b.hi, K, N), at::kFloat);
+  if (b.lo.defined()) at::baddbmm_out(out, out, as3(a.hi, M, K), as3(b.lo, K, N), at::kFloat);
+  return out.view(out_shape);
+#else
+  TORCH_CHECK(false, "xlstm: internal error: bf16 GEMM route without out_dtype support");
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> row_dots(const at::Tensor& a, const at::Tensor& x,
+                                           const at::Tensor& y) {
+  const at::Tensor rows = as_rows(a);
+  const int64_t R = rows.size(0), D = rows.size(1), group = a.size(-2);
+  std::vector<int64_t> out_shape = a.sizes().vec();
+  out_shape.pop_back();
+  at::Tensor dot_x = at::empty(out_shape, a.options().dtype(at::kFloat));
+  at::Tensor dot_y = at::empty(out_shape, a.options().dtype(at::kFloat));
+  const at::Tensor xc = x.defined() ? x.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor yc = y.defined() ? y.to(at::kFloat).contiguous() : at::Tensor();
+  TORCH_CHECK(!xc.defined() || xc.numel() == R * D, "xlstm: internal error: row_dots x shape");
+  TORCH_CHECK(!yc.defined() || yc.numel() == (R / group) * D,
+              "xlstm: internal error: row_dots y shape");
+  if (R == 0) return {dot_x, dot_y};
+  c10::cuda::CUDAGuard guard(a.device());
+  const int64_t blocks = (R + kThreads / 32 - 1) / (kThreads / 32);
+  XLSTM_DISPATCH_INPUT(rows.scalar_type(), [&] {
+    row_dots_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0,
+                                c10::cuda::getCurrentCUDAStream()>>>(
+        reinterpret_cast<const scalar_t*>(rows.data_ptr()), rows.stride(0),
+        xc.defined() ? xc.data_ptr<float>() : nullptr, yc.defined() ? yc.data_ptr<float>() : nullptr,
+        R, static_cast<int>(D), group, dot_x.data_ptr<float>(), dot_y.data_ptr<float>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {dot_x, dot_y};
+}
+
+}  // namespace xlstm

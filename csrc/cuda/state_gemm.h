@@ -1,0 +1,39 @@
+// Products between kernel inputs (fp16/bf16) and fp32 quantities (states, weighted
+// rows) for the state terms of the GPU forward and backward, and the row reductions
+// around them.
+//
+// Where the kernel inputs are bf16, a product runs on tensor cores with fp32
+// accumulation: bf16 operands as they are, fp32 ones split into bf16 hi + lo parts
+// (equal to the value to about 2^-17 relative; the lo x lo product, ~2^-18, is left
+// out), the second product accumulated into the first in place. An fp32 state can
+// exceed fp16's range, so with fp16 inputs the products run in fp32.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace xlstm {
+
+// One operand of a state GEMM.
+struct GemmOperand {
+  at::Tensor value;   // fp32 route: the operand in fp32
+  at::Tensor hi, lo;  // bf16 route: its parts (lo undefined when hi is exact)
+  GemmOperand t() const;  // the last two dims transposed (a view)
+};
+
+// x * row_scale[r] * scale as a GEMM operand. x: (..., R, D) view with unit last stride
+// (bf16, fp16 or fp32); row_scale: fp32 with x's shape minus the last dim, or undefined.
+// input_dtype (the kernel inputs' dtype) picks the route.
+GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
+                         const at::Tensor& row_scale = at::Tensor(), double scale = 1.0);
+
+// a @ b in fp32: a (..., M, K), b (..., K, N) with equal leading dims.
+at::Tensor gemm_f32(const GemmOperand& a, const GemmOperand& b);
+
+// Per row r of a (..., R, D) (fp16/bf16 view, unit last stride), with G = R / group rows:
+//   dot_x[r] = a[r] . x[r]        x: fp32 contiguous like a, or undefined (-> 0)
+//   dot_y[r] = a[r] . y[r / group] y: fp32 contiguous (..., G, D), or undefined (-> 0)
+// Returns {dot_x, dot_y}, fp32 with a's shape minus the last dim.
+std::pair<at::Tensor, at::Tensor> row_dots(const at::Tensor& a, const at::Tensor& x,
+                                           const at::Tensor& y);
+
+}  // namespace xlstm
