@@ -163,7 +163,10 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
 BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
                                       c10::string_view algorithm, c10::string_view backend) {
   const KernelChoice fwd = choose_kernel(q, v, algorithm, backend);
-  BackwardChoice choice{fwd.family, BackwardKernel::AtenChunkwise, fwd.chunked};
+  const Algorithm algo = parse_algorithm(algorithm);
+  const bool chunked = algo == Algorithm::Chunkwise ||
+                       (algo == Algorithm::Auto && q.size(2) >= kAutoChunkwiseBackwardMinLength);
+  BackwardChoice choice{fwd.family, BackwardKernel::AtenChunkwise, chunked};
   if (q.size(0) * q.size(1) * q.size(2) == 0) return choice;
   const int dqk = int(q.size(3)), dv = int(v.size(3));
   auto fits = [&](int64_t smem) {

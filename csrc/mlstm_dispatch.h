@@ -9,7 +9,8 @@
 // "parallel" runs the family's tiled (quadratic) kernel over the whole sequence;
 // "chunkwise" runs the same kernel per chunk, with the state entering each chunk
 // from a scan over chunks (csrc/cuda/chunkwise_host.h; O(S·L) work); "auto" picks
-// parallel up to kAutoChunkwiseMinLength steps and chunkwise beyond. Other cases
+// chunkwise from kAutoChunkwiseMinLength steps on (the backward from
+// kAutoChunkwiseBackwardMinLength), parallel below. Other cases
 // (CPU, fp32/fp64, other head dims) and backend "aten" run the ATen chunkwise path,
 // which computes the same function. A build without the sm90 family runs the sm80
 // kernel on 9.0 GPUs. bf16 with the sm75 family and algorithm='parallel' is an error
@@ -39,11 +40,15 @@ struct KernelChoice {
   bool chunked = false;  // the kernel runs per chunk (the chunkwise algorithm)
 };
 
-// "auto" runs the kernels chunkwise from this sequence length on: below it the
-// quadratic form's one pass is faster than the scan plus the per-chunk state terms
-// (H100, bf16 fwd+bwd at B·S = 65,536, NH 32, D 128: parallel 16.4 / 50.5 / 191 ms,
-// chunkwise 33.1 / 33.3 / 33.3 ms at S = 1024 / 4096 / 16384; benchmarks/NOTES.md).
-constexpr int64_t kAutoChunkwiseMinLength = 4096;
+// "auto" runs the kernels chunkwise from these sequence lengths on: below them the
+// quadratic form's one pass is faster than the scan plus the per-chunk state terms.
+// Measured on an H100, bf16, B·S = 65,536 (benchmarks/NOTES.md): forward, NH 32 D 128,
+// parallel 2.0 / 5.5 ms vs chunkwise 8.2 / 8.4 ms at S = 1024 / 4096 (the parallel
+// forward grows with S, the chunkwise one does not); forward + backward, parallel
+// 16.4 / 50.5 / 191 ms vs chunkwise 33.1 / 33.3 / 33.3 ms at S = 1024 / 4096 / 16384.
+// Either backward takes either forward's row statistics (the same function).
+constexpr int64_t kAutoChunkwiseMinLength = 8192;
+constexpr int64_t kAutoChunkwiseBackwardMinLength = 4096;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.

@@ -59,7 +59,8 @@ def mlstm(
         eps: added to the normalizer's denominator, >= 0.
         algorithm: "parallel" (the quadratic tiled form), "chunkwise" (the same
             kernels per chunk after a scan over chunks: O(S·L) work, for long S) or
-            "auto" (parallel up to 4095 steps, chunkwise from 4096).
+            "auto" (forward: parallel up to 8191 steps, chunkwise from
+            8192; backward: chunkwise from 4096).
         chunk_size: chunk length of the chunkwise algorithm (None: 256 for the CUDA
             kernels, 64 for the ATen path).
         backend: "auto" (by compute capability; the XLSTM_CUDA_BACKEND environment
