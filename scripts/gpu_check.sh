@@ -16,6 +16,7 @@ export PYTHONUNBUFFERED=1
 bash scripts/install.sh >"$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
 tail -1 "$LOG/build.log"
 python3 -m pytest -q -ra -p no:cacheprovider tests/test_gpu.py tests/test_gpu_backward.py \
+  tests/test_gpu_chunkwise.py \
   >"$LOG/pytest_gpu.log" 2>&1
 echo "GPU tests: $(tail -1 "$LOG/pytest_gpu.log")"
 python3 scripts/gpu_parity_sweep.py "$@" >"$LOG/sweep.log" 2>&1
