@@ -168,7 +168,9 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
     n_last = st.n_last;
     m_last = st.m_last;
   } else {
-    c_last = n_last = m_last = not_requested_output(m_rows.options());
+    c_last = not_requested_output(m_rows.options());  // distinct: outputs must not alias
+    n_last = not_requested_output(m_rows.options());
+    m_last = not_requested_output(m_rows.options());
   }
   return {unchunk(h, in.layout), unchunk(m_rows, in.layout), unchunk(norm_rows, in.layout),
           c_last, n_last, m_last};
