@@ -25,6 +25,13 @@ int64_t resolve_chunk_size(int64_t chunk_size) {
 }
 
 #ifdef XLSTM_WITH_CUDA
+// The chunk length of the kernels' chunkwise path (their default differs from ATen's).
+int64_t resolve_kernel_chunk_size(int64_t chunk_size) {
+  return chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize;
+}
+#endif
+
+#ifdef XLSTM_WITH_CUDA
 // The launcher of a kernel that choose_kernel picked (it only picks compiled ones).
 ForwardLauncher launcher(Kernel kernel) {
   switch (kernel) {
@@ -61,10 +68,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
     c10::string_view backend) {
   check_forward_inputs(q, k, v, i, f, c_initial, n_initial, m_initial, eps, chunk_size);
   const KernelChoice choice = choose_kernel(q, v, algorithm, backend);
-  const int64_t chunk = resolve_chunk_size(chunk_size);
 #ifdef XLSTM_WITH_CUDA
   if (choice.kernel != Kernel::AtenChunkwise) {
-    const int64_t kernel_chunk = chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize;
+    const int64_t kernel_chunk = resolve_kernel_chunk_size(chunk_size);
     if (choice.chunked) {
       return run_chunkwise_forward(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
                                    return_last_states, kernel_chunk, launcher(choice.kernel),
@@ -85,7 +91,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
   }
 #endif
   auto out = mlstm_chunkwise_forward_aten(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
-                                          return_last_states, chunk);
+                                          return_last_states, resolve_chunk_size(chunk_size));
   return {out.h, out.m_rows, out.norm_rows, out.c_last, out.n_last, out.m_last};
 }
 
@@ -104,8 +110,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
   if (choice.kernel != BackwardKernel::AtenChunkwise) {
     if (choice.chunked) {
       return run_chunkwise_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
-                                    m_initial, m_rows, eps,
-                                    chunk_size > 0 ? chunk_size : kDefaultKernelChunkSize,
+                                    m_initial, m_rows, eps, resolve_kernel_chunk_size(chunk_size),
                                     backward_launcher(choice.kernel));
     }
     return run_parallel_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,

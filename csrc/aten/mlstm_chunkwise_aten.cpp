@@ -156,18 +156,6 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
 // gradient reaching the state at a chunk boundary e is carried backwards as
 // dC_e = sum_{t>e} exp(F_t - F_e + m_e - m_t) q_t du_t^T (+ the final-state
 // gradient), which is <= 1 in every weight, so no overflow for any gates.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mlstm_final_state_aten(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& i, const at::Tensor& f,
-    const std::optional<at::Tensor>& c_initial,
-    const std::optional<at::Tensor>& n_initial,
-    const std::optional<at::Tensor>& m_initial, int64_t chunk_size) {
-  const auto ch = make_chunks(q, k, v, i, f, chunk_size);
-  auto [c0, n0, m0] = initial_state(q, v, c_initial, n_initial, m_initial);
-  const auto st = chunk_states(ch, c0, n0, m0);
-  return {st.c_last, st.n_last, st.m_last.unsqueeze(-1)};
-}
-
 BackwardOutputs mlstm_chunkwise_backward_aten(
     const at::Tensor& dh,
     const std::optional<at::Tensor>& dc_last,

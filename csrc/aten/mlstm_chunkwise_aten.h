@@ -43,15 +43,6 @@ ForwardOutputs mlstm_chunkwise_forward_aten(
     const std::optional<at::Tensor>& m_initial,
     double eps, bool return_last_states, int64_t chunk_size);
 
-// Only the final state (C, n, m) after step S: O(S) memory, for kernels that
-// compute h but not the state.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mlstm_final_state_aten(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& i, const at::Tensor& f,
-    const std::optional<at::Tensor>& c_initial,
-    const std::optional<at::Tensor>& n_initial,
-    const std::optional<at::Tensor>& m_initial, int64_t chunk_size);
-
 BackwardOutputs mlstm_chunkwise_backward_aten(
     const at::Tensor& dh,
     const std::optional<at::Tensor>& dc_last,

@@ -10,14 +10,16 @@
 #include <cstdint>
 #include <vector>
 
+// at::bmm / at::baddbmm_out with an out_dtype (bf16 inputs, fp32 result): torch >= 2.8.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+#define XLSTM_HAS_OUT_DTYPE_GEMM 1
+#else
+#define XLSTM_HAS_OUT_DTYPE_GEMM 0
+#endif
+
 namespace xlstm {
 namespace {
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
-constexpr bool kHasBf16ToFp32Gemm = true;  // at::bmm / at::baddbmm_out with out_dtype
-#else
-constexpr bool kHasBf16ToFp32Gemm = false;
-#endif
 
 constexpr int kThreads = 256;
 
@@ -103,7 +105,7 @@ GemmOperand GemmOperand::t() const {
 GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
                          const at::Tensor& row_scale, double scale) {
   GemmOperand o;
-  if (!(kHasBf16ToFp32Gemm && input_dtype == at::kBFloat16 && x.is_cuda())) {
+  if (!(XLSTM_HAS_OUT_DTYPE_GEMM && input_dtype == at::kBFloat16 && x.is_cuda())) {
     o.value = x.to(at::kFloat) * scale;
     if (row_scale.defined()) o.value = o.value * row_scale.unsqueeze(-1);
     return o;
@@ -136,7 +138,7 @@ GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
 at::Tensor gemm_f32(const GemmOperand& a, const GemmOperand& b) {
   if (a.value.defined()) return at::matmul(a.value, b.value);
   TORCH_CHECK(a.hi.defined() && b.hi.defined(), "xlstm: internal error: mixed GEMM routes");
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+#if XLSTM_HAS_OUT_DTYPE_GEMM
   const int64_t M = a.hi.size(-2), K = a.hi.size(-1), N = b.hi.size(-1);
   std::vector<int64_t> out_shape = a.hi.sizes().vec();
   out_shape.back() = N;
