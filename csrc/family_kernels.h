@@ -14,9 +14,10 @@
 #include "sm75/mlstm_fwd_sm75_api.h"  // run_mlstm_fwd_sm75: fp16
 #endif
 #ifdef XLSTM_FAMILY_SM80
-#include "sm80/mlstm_bwd_sm80_api.h"  // run_mlstm_bwd_sm80: fp16, bf16 (also serves 9.x)
+#include "sm80/mlstm_bwd_sm80_api.h"  // run_mlstm_bwd_sm80: fp16, bf16 (also 9.x head dims sm90 lacks)
 #include "sm80/mlstm_fwd_sm80_api.h"  // run_mlstm_fwd_sm80: fp16, bf16
 #endif
 #ifdef XLSTM_FAMILY_SM90
+#include "sm90/mlstm_bwd_sm90_api.h"  // run_mlstm_bwd_sm90: fp16, bf16 (sm_90a only)
 #include "sm90/mlstm_fwd_sm90_api.h"  // run_mlstm_fwd_sm90: fp16, bf16 (sm_90a only)
 #endif

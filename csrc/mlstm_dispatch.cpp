@@ -8,6 +8,9 @@
 #ifdef XLSTM_FAMILY_SM80
 #include "sm80/mlstm_bwd_sm80_api.h"  // mlstm_bwd_sm80_smem_bytes
 #endif
+#ifdef XLSTM_FAMILY_SM90
+#include "sm90/mlstm_bwd_sm90_api.h"  // mlstm_bwd_sm90_supports
+#endif
 
 #include <c10/util/Exception.h>
 
@@ -179,6 +182,11 @@ BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
     choice.kernel = BackwardKernel::Sm80Parallel;
   }
 #endif
+#ifdef XLSTM_FAMILY_SM90
+  if (fwd.kernel == Kernel::Sm90Parallel && mlstm_bwd_sm90_supports(dqk, dv)) {
+    choice.kernel = BackwardKernel::Sm90Parallel;
+  }
+#endif
 #ifdef XLSTM_FAMILY_SM75
   if (fwd.kernel == Kernel::Sm75Parallel && fits(mlstm_bwd_sm75_smem_bytes(dqk, dv))) {
     choice.kernel = BackwardKernel::Sm75Parallel;
@@ -189,7 +197,8 @@ BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
 }
 
 std::string describe(const BackwardChoice& choice) {
-  const char* kernel = choice.kernel == BackwardKernel::Sm80Parallel   ? "sm80_backward"
+  const char* kernel = choice.kernel == BackwardKernel::Sm90Parallel   ? "sm90_backward"
+                       : choice.kernel == BackwardKernel::Sm80Parallel ? "sm80_backward"
                        : choice.kernel == BackwardKernel::Sm75Parallel ? "sm75_backward"
                                                                        : "aten_chunkwise";
   const std::string name = std::string(kernel) + (choice.chunked ? "_chunkwise" : "");

@@ -58,14 +58,16 @@ KernelChoice choose_kernel(const at::Tensor& q, const at::Tensor& v, c10::string
 // "sm80:sm80_parallel", "aten_chunkwise", ...: for logs, tests and the bench.
 std::string describe(const KernelChoice& choice);
 
-// The backward: the sm80 family's kernels serve 8.x, 9.0 and newer GPUs (there is no
-// sm_90a backward yet), their Turing build the sm75 family (fp16); everything else,
-// and head dims whose tiles do not fit the GPU's shared memory, run the ATen chunkwise
-// backward.
+// The backward: the sm90 family's WGMMA kernels serve 9.0 GPUs for the head dims they
+// take (csrc/sm90/mlstm_bwd_sm90_api.h), the sm80 family's kernels 8.x, newer GPUs and
+// the other head dims on 9.0, their Turing build the sm75 family (fp16); everything
+// else, and head dims whose tiles do not fit the GPU's shared memory, run the ATen
+// chunkwise backward.
 enum class BackwardKernel {
   AtenChunkwise,  // csrc/aten
   Sm75Parallel,   // csrc/sm75 mlstm_bwd_*: the sm80 kernels with mma.sync m16n8k8 (fp16)
   Sm80Parallel,   // csrc/sm80 mlstm_bwd_*: CuTe cp.async + mma.sync (fp16, bf16)
+  Sm90Parallel,   // csrc/sm90 mlstm_bwd_*: CuTe WGMMA + TMA, warp-specialized (fp16, bf16)
 };
 
 struct BackwardChoice {
@@ -77,7 +79,7 @@ struct BackwardChoice {
 BackwardChoice choose_backward_kernel(const at::Tensor& q, const at::Tensor& v,
                                       c10::string_view algorithm, c10::string_view backend);
 
-// "sm90:sm80_backward", "aten_chunkwise", ...
+// "sm90:sm90_backward", "sm80:sm80_backward_chunkwise", "aten_chunkwise", ...
 std::string describe(const BackwardChoice& choice);
 
 // The default chunk length of the ATen chunkwise path.

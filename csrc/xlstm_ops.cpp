@@ -56,6 +56,9 @@ BackwardLauncher backward_launcher(BackwardKernel kernel) {
 #ifdef XLSTM_FAMILY_SM80
     case BackwardKernel::Sm80Parallel: return &run_mlstm_bwd_sm80;
 #endif
+#ifdef XLSTM_FAMILY_SM90
+    case BackwardKernel::Sm90Parallel: return &run_mlstm_bwd_sm90;
+#endif
     default: TORCH_CHECK(false, "xlstm: internal error: no launcher for the chosen backward kernel");
   }
 }

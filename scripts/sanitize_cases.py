@@ -2,7 +2,8 @@
 compute-sanitizer (memcheck, racecheck) in scripts/gpu_check.sh. B=1, NH=2, S=100 (not
 a multiple of any tile), with and without initial state (and final-state gradients),
 with the parallel algorithm and the chunkwise one (chunks of 32: a padded last chunk).
-    python scripts/sanitize_cases.py [parallel|chunkwise ...]   (default: both)"""
+    python scripts/sanitize_cases.py [parallel|chunkwise ...] [sm90|sm80|sm75 ...]
+(default: both algorithms, every family the GPU runs)"""
 import sys
 
 import torch
@@ -10,7 +11,12 @@ import torch
 import xlstm_cuda
 from xlstm_cuda.families import FAMILY_DTYPES, runnable_families
 
+ALGORITHMS = [a for a in sys.argv[1:] if a in ("parallel", "chunkwise")]
+FAMILIES = [f for f in sys.argv[1:] if f not in ALGORITHMS]
+
 for family in runnable_families():
+    if FAMILIES and family not in FAMILIES:
+        continue
     for dtype in FAMILY_DTYPES[family]:
         for dqk, dv in [(64, 128), (256, 64), (64, 256)]:
             q, k = (torch.randn(1, 2, 100, dqk, device="cuda", dtype=dtype) for _ in range(2))
@@ -21,7 +27,7 @@ for family in runnable_families():
             backward = "_backward" in xlstm_cuda.selected_backward_kernel(q, v, "parallel", family)
             for state, algorithm in [((None, None, None), "parallel"), ((c0, n0, m0), "parallel"),
                                      ((c0, n0, m0), "chunkwise")]:
-                if sys.argv[1:] and algorithm not in sys.argv[1:]:
+                if ALGORITHMS and algorithm not in ALGORITHMS:
                     continue
                 leaves = [t.clone().requires_grad_(backward) for t in (q, k, v, i, f)]
                 h, (c, n, _m) = xlstm_cuda.mlstm(*leaves, *state, algorithm=algorithm,

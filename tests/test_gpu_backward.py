@@ -17,9 +17,10 @@ pytestmark = requires_cuda
 GRAD_INPUTS = ("q", "k", "v", "i", "f", "c_initial", "n_initial")
 HALF_DTYPES = [torch.bfloat16, torch.float16]
 HALF_IDS = ["bf16", "fp16"]
-# The sm80 family's backward also serves 9.x GPUs, and its Turing build is the sm75
-# family's: forcing sm80 / sm75 and capability dispatch ("auto") cover every backward
-# kernel of the build.
+# Forcing sm80 / sm75 runs those families' backward kernels (the sm75 family's is the
+# sm80 kernels' Turing build); capability dispatch ("auto") runs the sm90 family's
+# WGMMA backward on a 9.0 GPU, and the sm80 kernels for head dims it does not take
+# (DV 512 here): together they cover every backward kernel of the build.
 BACKEND_PARAMS = [p for p in KERNEL_FAMILY_PARAMS if p.values[0] in ("sm80", "sm75")] + \
     [pytest.param("auto", id="auto")]
 HEAD_DIMS = [(64, 64), (128, 256), (256, 512), (256, 64), (64, 512), (128, 128)]

@@ -8,7 +8,7 @@
 #include <cute/tensor.hpp>
 
 #include "mlstm_fwd_sm90_mainloop.h"
-#include "mlstm_fwd_sm90_utils.h"
+#include "sm90_utils.h"
 
 namespace xlstm_sm90 {
 

@@ -12,6 +12,7 @@
 
 #include "../mlstm_params.h"
 #include "mlstm_fwd_sm90_tile_size.h"
+#include "sm90_utils.h"
 
 namespace xlstm_sm90 {
 
@@ -61,24 +62,6 @@ struct TileTraits {
                                          Step<_2, _1, _3>{})));
 
 };
-
-// Global tensors as (S, D, NH, B) with the real int64 strides (last dim contiguous).
-using GmemShape = Shape<int32_t, int32_t, int32_t, int32_t>;
-using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
-
-template <typename Element>
-auto gmem_tensor(const void* ptr, int64_t S, int D, int64_t NH, int64_t B, int64_t row_stride,
-                 int64_t head_stride, int64_t batch_stride) {
-  // TMA wants every global stride a multiple of 16 bytes. A dimension of extent 1 is
-  // only ever indexed at 0, so its stride (which torch leaves arbitrary) is replaced.
-  constexpr int64_t kVec = 16 / sizeof(Element);
-  auto fix = [](int64_t extent, int64_t stride) { return extent == 1 ? kVec : stride; };
-  return make_tensor(make_gmem_ptr(static_cast<const Element*>(ptr)),
-                     make_layout(GmemShape(static_cast<int32_t>(S), D, static_cast<int32_t>(NH),
-                                           static_cast<int32_t>(B)),
-                                 GmemStride(fix(S, row_stride), _1{}, fix(NH, head_stride),
-                                            fix(B, batch_stride))));
-}
 
 template <class T>
 auto make_tma_q(const MlstmForwardParams& p) {

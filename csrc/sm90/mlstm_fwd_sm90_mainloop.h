@@ -16,7 +16,7 @@
 #include <cmath>
 
 #include "mlstm_fwd_sm90_kernel_traits.h"
-#include "mlstm_fwd_sm90_utils.h"
+#include "sm90_utils.h"
 
 namespace xlstm_sm90 {
 

@@ -1,5 +1,6 @@
-// Small device helpers of the sm_90a family: the WGMMA issue wrapper, views of the
-// WGMMA accumulator layout, named barriers and quad reductions.
+// Helpers of the sm_90a family (forward and backward): global tensor views for TMA,
+// the WGMMA issue wrapper, views of the WGMMA accumulator layout, named barriers and
+// quad reductions.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -8,6 +9,24 @@
 namespace xlstm_sm90 {
 
 using namespace cute;
+
+// Global tensors as (S, D, NH, B) with the real int64 strides (last dim contiguous).
+using GmemShape = Shape<int32_t, int32_t, int32_t, int32_t>;
+using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
+
+template <typename Element>
+auto gmem_tensor(const void* ptr, int64_t S, int D, int64_t NH, int64_t B, int64_t row_stride,
+                 int64_t head_stride, int64_t batch_stride) {
+  // TMA wants every global stride a multiple of 16 bytes. A dimension of extent 1 is
+  // only ever indexed at 0, so its stride (which torch leaves arbitrary) is replaced.
+  constexpr int64_t kVec = 16 / sizeof(Element);
+  auto fix = [](int64_t extent, int64_t stride) { return extent == 1 ? kVec : stride; };
+  return make_tensor(make_gmem_ptr(static_cast<const Element*>(ptr)),
+                     make_layout(GmemShape(static_cast<int32_t>(S), D, static_cast<int32_t>(NH),
+                                           static_cast<int32_t>(B)),
+                                 GmemStride(fix(S, row_stride), _1{}, fix(NH, head_stride),
+                                            fix(B, batch_stride))));
+}
 
 // Issues tCrC (+)= tCrA * tCrB over the K mode as one WGMMA batch and commits it;
 // the caller waits with warpgroup_wait<N>() and then fences tCrC again.

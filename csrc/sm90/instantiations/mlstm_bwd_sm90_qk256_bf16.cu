@@ -1,0 +1,5 @@
+// Explicit instantiation of the sm_90a backward for bf16, DQK = 256 (all DV).
+#include "../mlstm_bwd_sm90_launch_template.h"
+
+template void xlstm_sm90::run_mlstm_bwd_sm90_<true, 256>(const MlstmBackwardParams&, BackwardPass,
+                                                       cudaStream_t);

@@ -1,0 +1,165 @@
+// CuTe types of the sm_90a mLSTM backward (docs/semantics.md, "Gradients") for one
+// (element type, DQK, DV, kind): WGMMA tiled MMAs, swizzled shared-memory layouts, TMA
+// copy types and shared storage. Three kinds, the roles of the sm80 kernels
+// (csrc/sm80/mlstm_bwd_kernel_traits.h) with WGMMA:
+//
+//   kDhu  row-stationary:    q_t, dh_t of 128 rows stay; k_j, v_j stream. Row sums of
+//                            w * s * (dh . v) (= dh_t . u_t) and w * s (= b_t). Runs first.
+//   kDQ   row-stationary:    dq chunk += dS K, row sums of dS * s.
+//   kDKV  column-stationary: k_j, v_j of 128 columns stay; q_t, dh_t stream.
+//                            dk chunk += dS^T Q, dv chunk += (w s rden)^T dH, column
+//                            sums of dS * s (dI).
+//
+// Every score tile (S and dP, 64 stationary x 64 streamed rows per consumer
+// warpgroup) has the stationary side as the WGMMA's M dimension, so the tile that
+// feeds the output GEMM is already the A operand in registers (RS WGMMA): no
+// shared-memory round trip, no atomics, each output element written by one CTA
+// (bitwise reproducible).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/pipeline.hpp>
+
+#include "../mlstm_params.h"
+#include "mlstm_bwd_sm90_api.h"
+#include "sm90_utils.h"
+
+namespace xlstm_sm90 {
+
+using namespace cute;
+
+enum class BwdKind : int { kDhu = 0, kDQ = 1, kDKV = 2 };
+
+template <class Element_, int kDQK_, int kDV_, BwdKind kKind_>
+struct BwdTraits {
+  using Element = Element_;
+  using ElementAccum = float;
+  static constexpr int kDQK = kDQK_;
+  static constexpr int kDV = kDV_;
+  static constexpr BwdKind kKind = kKind_;
+  static_assert(mlstm_bwd_sm90_supports(kDQK, kDV));
+  static constexpr bool kRowStationary = kKind != BwdKind::kDKV;
+
+  static constexpr int kBlockM = 128;  // stationary rows: two consumer warpgroups x 64
+  static constexpr int kBlockN = 64;   // streamed rows per step
+  static constexpr int kStages = 2;
+  static constexpr int kNumMmaWarpGroups = 2;
+  static constexpr int kNumMmaThreads = 256;
+  static constexpr int kNumThreads = kNumMmaThreads + 128;  // + one producer warpgroup
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  // Output GEMMs write chunks of at most 128 columns (a 64 x 128 fp32 accumulator per
+  // warpgroup is 64 registers per thread; kDKV holds a dK and a dV chunk). Wider head
+  // dims run their chunks in neighbouring CTAs, each recomputing the score tiles.
+  static constexpr int kChunkQK = kDQK < 128 ? kDQK : 128;
+  static constexpr int kChunkV = kDV < 128 ? kDV : 128;
+  static constexpr int kNumChunksQK = kDQK / kChunkQK;
+  static constexpr int kNumChunksV = kDV / kChunkV;
+  static constexpr int kNumOutSlices =
+      kKind == BwdKind::kDhu ? 1
+      : kKind == BwdKind::kDQ ? kNumChunksQK
+                              : (kNumChunksQK > kNumChunksV ? kNumChunksQK : kNumChunksV);
+
+  using AtomLayout = Layout<Shape<Int<kNumMmaWarpGroups>, _1, _1>>;  // warpgroups along M
+  // S = X_qk Y_qk^T and dP = X_hv Y_hv^T: both operands K-major in shared memory.
+  using TiledMmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, ElementAccum,
+                           Shape<Int<kBlockM>, Int<kBlockN>, Int<kDQK>>>(),
+      AtomLayout{}));
+  using TiledMmaP = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, ElementAccum,
+                           Shape<Int<kBlockM>, Int<kBlockN>, Int<kDV>>>(),
+      AtomLayout{}));
+  // out chunk += T Y_chunk: T (dS, dS^T or P^T) from registers, the streamed chunk as
+  // an MN-major B operand (its columns are contiguous in shared memory).
+  template <int kChunk>
+  using TiledMmaOut = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, ElementAccum,
+                           Shape<Int<kBlockM>, Int<kChunk>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+  using TiledMmaOutQK = TiledMmaOut<kChunkQK>;
+  using TiledMmaOutV = TiledMmaOut<kChunkV>;
+
+  // Row-major tiles, head dim contiguous, 128-byte swizzle atoms of 8 x 64 elements.
+  // tile_to_shape stacks the atoms down the rows first, so every 64-column block of a
+  // tile (and so every output chunk) is one contiguous, canonically swizzled block.
+  using SmemLayoutAtom = GMMA::Layout_K_SW128_Atom<Element>;
+  using SmemLayoutXqk = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kDQK>>{}));
+  using SmemLayoutXv = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kDV>>{}));
+  using SmemLayoutYqk = decltype(tile_to_shape(
+      SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kDQK>, Int<kStages>>{}));
+  using SmemLayoutYv = decltype(tile_to_shape(
+      SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kDV>, Int<kStages>>{}));
+  // One (kBlockN x kChunk) chunk of a streamed stage, seen transposed as (kChunk, N).
+  template <int kChunk>
+  using SmemLayoutChunkT = decltype(composition(
+      tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kChunk>>{}),
+      make_ordered_layout(Shape<Int<kChunk>, Int<kBlockN>>{}, Step<_2, _1>{})));
+
+  static constexpr uint32_t kTmaBytesX = kBlockM * (kDQK + kDV) * sizeof(Element);
+  static constexpr uint32_t kTmaBytesY = kBlockN * (kDQK + kDV) * sizeof(Element);
+
+  using MainloopPipeline = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineState = cutlass::PipelineState<kStages>;
+
+  // Streamed-row scalars of one step: the exponent term, rden and db (the latter two
+  // only for kDKV, whose streamed rows are the t of the gradient formulas).
+  static constexpr int kNumScalars = kRowStationary ? 1 : 3;
+
+  struct SharedStorage {
+    array_aligned<Element, cosize_v<SmemLayoutXqk>, 1024> smem_xqk;
+    array_aligned<Element, cosize_v<SmemLayoutXv>, 1024> smem_xv;
+    array_aligned<Element, cosize_v<SmemLayoutYqk>, 1024> smem_yqk;
+    array_aligned<Element, cosize_v<SmemLayoutYv>, 1024> smem_yv;
+    // Per consumer warpgroup, double-buffered by step parity.
+    float scalars[kNumMmaWarpGroups][2][kNumScalars][kBlockN];
+    typename MainloopPipeline::SharedStorage pipeline;
+    cutlass::arch::ClusterTransactionBarrier barrier_x;
+  };
+
+  // TMA of a (S, D, NH, B) tensor into a (rows x D) tile.
+  template <int kRows, int kD, class SmemLayout>
+  static auto make_tma(const void* ptr, const MlstmBackwardParams& p, int64_t row_stride,
+                       int64_t head_stride, int64_t batch_stride, SmemLayout smem_layout) {
+    return make_tma_copy(SM90_TMA_LOAD{},
+                         gmem_tensor<Element>(ptr, p.S, kD, p.NH, p.B, row_stride, head_stride,
+                                              batch_stride),
+                         smem_layout, Shape<Int<kRows>, Int<kD>>{}, _1{});
+  }
+  static auto tma_xqk(const void* ptr, const MlstmBackwardParams& p, int64_t rs, int64_t hs,
+                      int64_t bs) {
+    return make_tma<kBlockM, kDQK>(ptr, p, rs, hs, bs, SmemLayoutXqk{});
+  }
+  static auto tma_xv(const void* ptr, const MlstmBackwardParams& p, int64_t rs, int64_t hs,
+                     int64_t bs) {
+    return make_tma<kBlockM, kDV>(ptr, p, rs, hs, bs, SmemLayoutXv{});
+  }
+  static auto tma_yqk(const void* ptr, const MlstmBackwardParams& p, int64_t rs, int64_t hs,
+                      int64_t bs) {
+    return make_tma<kBlockN, kDQK>(ptr, p, rs, hs, bs, take<0, 2>(SmemLayoutYqk{}));
+  }
+  static auto tma_yv(const void* ptr, const MlstmBackwardParams& p, int64_t rs, int64_t hs,
+                     int64_t bs) {
+    return make_tma<kBlockN, kDV>(ptr, p, rs, hs, bs, take<0, 2>(SmemLayoutYv{}));
+  }
+  using TmaXqk = decltype(tma_xqk(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
+  using TmaXv = decltype(tma_xv(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
+  using TmaYqk = decltype(tma_yqk(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
+  using TmaYv = decltype(tma_yv(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
+
+  struct Params {
+    MlstmBackwardParams p;
+    TmaXqk tma_xqk;
+    TmaXv tma_xv;
+    TmaYqk tma_yqk;
+    TmaYv tma_yv;
+  };
+};
+
+}  // namespace xlstm_sm90

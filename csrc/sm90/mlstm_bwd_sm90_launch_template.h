@@ -1,0 +1,81 @@
+// Host side of the sm_90a backward: TMA descriptors from the real strides, one launch
+// per kernel kind. Included only by the instantiation files.
+#pragma once
+
+#include <climits>
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/Exception.h>
+
+#include "mlstm_bwd_sm90_api.h"
+#include "mlstm_bwd_sm90_kernel.h"
+
+namespace xlstm_sm90 {
+
+// A (B, NH, S, D) input: pointer and strides.
+struct BwdInput {
+  const void* ptr;
+  int64_t row_stride, head_stride, batch_stride;
+};
+
+template <class Element, int kDQK, int kDV, BwdKind kKind>
+void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t stream) {
+  using Traits = BwdTraits<Element, kDQK, kDV, kKind>;
+  const BwdInput q{p.q_ptr, p.q_row_stride, p.q_head_stride, p.q_batch_stride};
+  const BwdInput k{p.k_ptr, p.k_row_stride, p.k_head_stride, p.k_batch_stride};
+  const BwdInput v{p.v_ptr, p.v_row_stride, p.v_head_stride, p.v_batch_stride};
+  const BwdInput dh{p.dh_ptr, p.dh_row_stride, p.dh_head_stride, p.dh_batch_stride};
+  // Stationary (x) and streamed (y) sides: (q, dh) and (k, v), swapped for kDKV.
+  const BwdInput& xqk = Traits::kRowStationary ? q : k;
+  const BwdInput& xv = Traits::kRowStationary ? dh : v;
+  const BwdInput& yqk = Traits::kRowStationary ? k : q;
+  const BwdInput& yv = Traits::kRowStationary ? v : dh;
+  typename Traits::Params params{
+      p,
+      Traits::tma_xqk(xqk.ptr, p, xqk.row_stride, xqk.head_stride, xqk.batch_stride),
+      Traits::tma_xv(xv.ptr, p, xv.row_stride, xv.head_stride, xv.batch_stride),
+      Traits::tma_yqk(yqk.ptr, p, yqk.row_stride, yqk.head_stride, yqk.batch_stride),
+      Traits::tma_yv(yv.ptr, p, yv.row_stride, yv.head_stride, yv.batch_stride)};
+  constexpr size_t kSmem = sizeof(typename Traits::SharedStorage);
+  static_assert(kSmem <= 227 * 1024, "shared memory of the sm90 backward tile exceeds 227 KB");
+  auto kernel = mlstm_bwd_sm90_kernel<Traits>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(kSmem)));
+  const int64_t num_ctas =
+      Traits::kNumOutSlices * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) * p.B * p.NH;
+  TORCH_CHECK(num_ctas <= INT_MAX, "mlstm sm90 backward: B*NH*S*D is too large for one launch (",
+              num_ctas, " thread blocks)");
+  if (num_ctas == 0) return;
+  kernel<<<dim3(static_cast<unsigned>(num_ctas)), Traits::kNumThreads, kSmem, stream>>>(params);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <class Element, int kDQK, int kDV>
+void run_mlstm_bwd_sm90_dims(const MlstmBackwardParams& p, BackwardPass pass,
+                             cudaStream_t stream) {
+  if (pass == BackwardPass::kRowDotProducts) {
+    launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDhu>(p, stream);
+    return;
+  }
+  launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDKV>(p, stream);
+  launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDQ>(p, stream);
+}
+
+template <bool kIsBf16, int kDQK>
+void run_mlstm_bwd_sm90_(const MlstmBackwardParams& p, BackwardPass pass, cudaStream_t stream) {
+  using Element = std::conditional_t<kIsBf16, cutlass::bfloat16_t, cutlass::half_t>;
+  switch (p.DV) {
+    case 64: run_mlstm_bwd_sm90_dims<Element, kDQK, 64>(p, pass, stream); break;
+    case 128: run_mlstm_bwd_sm90_dims<Element, kDQK, 128>(p, pass, stream); break;
+    case 256:
+      if constexpr (mlstm_bwd_sm90_supports(kDQK, 256)) {
+        run_mlstm_bwd_sm90_dims<Element, kDQK, 256>(p, pass, stream);
+        break;
+      }
+      [[fallthrough]];
+    default:
+      TORCH_CHECK(false, "mlstm sm90 backward: unsupported head dims DQK=", p.DQK, ", DV=", p.DV);
+  }
+}
+
+}  // namespace xlstm_sm90
