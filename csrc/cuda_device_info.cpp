@@ -46,4 +46,17 @@ int cuda_max_shared_memory_optin(int index) {
 #endif
 }
 
+int cuda_multiprocessor_count(int index) {
+#ifdef XLSTM_WITH_CUDA
+  int count = 0;
+  const auto err = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, index);
+  TORCH_CHECK(err == cudaSuccess, "xlstm_cuda: cannot read the SM count of cuda:", index, ": ",
+              cudaGetErrorString(err));
+  return count;
+#else
+  (void)index;
+  return 0;
+#endif
+}
+
 }  // namespace xlstm

@@ -15,4 +15,7 @@ std::pair<int, int> cuda_compute_capability(int index);
 // Largest dynamic shared memory one block of a kernel may opt in to on device `index`.
 int cuda_max_shared_memory_optin(int index);
 
+// Number of streaming multiprocessors of device `index` (persistent kernels' grid size).
+int cuda_multiprocessor_count(int index);
+
 }  // namespace xlstm

@@ -58,6 +58,7 @@ struct MlstmForwardParams {
 //   bsum_t = sum_j w_tj s_tj (the normalizer b_t, recomputed with the backward's own
 //   weights so that u, b and their gradients are consistent to fp32 rounding).
 enum class BackwardPass { kRowDotProducts, kGradients };
+constexpr int kNumWorkCounters = 8;
 
 // An fp32 addend of a backward output in factored form:
 //   add[t, c] = row_scale[t] * x[t, c] + y_row_scale[t] * y[c]
@@ -105,6 +106,11 @@ struct MlstmBackwardParams {
   float* rowsum_ptr = nullptr;
   float* dhu_ptr = nullptr;
   float* bsum_ptr = nullptr;  // sum_j w_tj s_tj (pass kRowDotProducts)
+
+  // kNumWorkCounters int32 zeros, device memory, fresh for each backward call: the
+  // persistent sm90 kernels hand out work items with atomicAdd on one counter per
+  // launch. The other families ignore it.
+  int* work_counters = nullptr;
 
   int64_t B = 0, NH = 0, S = 0;
   int DQK = 0, DV = 0;

@@ -162,6 +162,9 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.DQK = static_cast<int>(DQK); p.DV = static_cast<int>(DV);
   p.scale = static_cast<float>(scale);
   p.is_bf16 = q.scalar_type() == at::kBFloat16;
+  const at::Tensor work_counters =
+      at::zeros({kNumWorkCounters}, at::TensorOptions().dtype(at::kInt).device(q.device()));
+  p.work_counters = work_counters.data_ptr<int>();
 
   // The normalizer b_t and dh_t . u_t (u the unrounded numerator) with the backward's own
   // weights: quadratic part from the kernels, initial-state part here. Then

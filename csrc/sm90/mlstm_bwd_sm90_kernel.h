@@ -1,8 +1,15 @@
 // The sm_90a mLSTM backward kernel (kinds kDhu, kDQ, kDKV; see
-// mlstm_bwd_sm90_kernel_traits.h). One CTA per (output chunk, stationary tile of 128
-// rows, batch*head): a producer warpgroup streams the causal 64-row tiles of the other
-// side through a two-stage TMA pipeline; each consumer warpgroup owns 64 stationary
-// rows and per streamed tile runs
+// mlstm_bwd_sm90_kernel_traits.h). Work item: (output chunk, stationary tile of 128
+// rows, batch*head). The kernel is persistent: one CTA per SM takes item blockIdx.x,
+// then the next unclaimed one from an atomic counter (items are ordered longest first
+// within a head, so dynamic claiming balances the SMs and keeps the items in flight
+// on neighbouring heads, whose streamed tiles share L2). The producer warpgroup
+// claims and loads the next item's stationary tile as soon as the consumers are done
+// reading the current one, and
+// streams the causal 64-row tiles of the other side through a two-stage TMA pipeline
+// that runs on across items, so loads overlap the previous item's last steps and
+// output stores. Each consumer warpgroup owns 64 stationary rows and per streamed
+// tile runs
 //
 //   S = X_qk Y_qk^T, dP = X_hv Y_hv^T          (SS WGMMA, fp32 accumulators)
 //   weights w from the forward's statistics, dS (or P) in registers
@@ -42,21 +49,30 @@ struct BwdTile {
   int n_first, n_last;  // streamed tiles n_first .. n_last (rows n * kBlockN ...)
 };
 
+// Work items: (p.S / kBlockM rounded up) * B * NH * kNumOutSlices.
 template <class Traits>
-CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p) {
+CUTLASS_HOST_DEVICE int64_t bwd_num_work(const MlstmBackwardParams& p) {
+  return Traits::kNumOutSlices * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) * p.B * p.NH;
+}
+
+// 32-bit index math (the host checks that the item count fits): the producer runs it
+// within its 24 registers.
+template <class Traits>
+CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p, int work) {
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
-  const int64_t num_tiles = (p.S + kBlockM - 1) / kBlockM;
+  const int num_tiles = static_cast<int>((p.S + kBlockM - 1) / kBlockM);
+  const int nh = static_cast<int>(p.NH);
   // Fastest: output chunk, then stationary tile (longest causal range first), then
-  // batch*head: CTAs that run together share their streamed tiles in L2.
-  int64_t bid = blockIdx.x;
+  // batch*head: work items that run together share their streamed tiles in L2.
+  int bid = work;
   BwdTile t;
-  t.out_slice = static_cast<int>(bid % Traits::kNumOutSlices);
+  t.out_slice = bid % Traits::kNumOutSlices;
   bid /= Traits::kNumOutSlices;
-  t.m_block = static_cast<int>(Traits::kRowStationary ? num_tiles - 1 - bid % num_tiles
-                                                      : bid % num_tiles);
-  t.bh = bid / num_tiles;
-  t.b = t.bh / p.NH;
-  t.h = t.bh % p.NH;
+  t.m_block = Traits::kRowStationary ? num_tiles - 1 - bid % num_tiles : bid % num_tiles;
+  const int bh = bid / num_tiles;
+  t.bh = bh;
+  t.b = bh / nh;
+  t.h = bh % nh;
   t.st0 = static_cast<int64_t>(t.m_block) * kBlockM;
   if constexpr (Traits::kRowStationary) {  // columns j <= last row
     t.n_first = 0;
@@ -69,14 +85,14 @@ CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p) {
   return t;
 }
 
-// Producer: one thread issues every TMA (the stationary tiles once, then the streamed
-// tiles through the pipeline).
+// Producer of one work item: one thread issues every TMA (the stationary tiles, then
+// the streamed tiles through the pipeline). The caller has made sure the consumers
+// are done with the previous item's stationary tiles.
 template <class Traits>
 CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
                              typename Traits::SharedStorage& storage,
-                             typename Traits::MainloopPipeline& pipeline, BwdTile const& tile) {
-  using MainloopPipeline = typename Traits::MainloopPipeline;
-  using PipelineState = typename Traits::PipelineState;
+                             typename Traits::MainloopPipeline& pipeline,
+                             typename Traits::PipelineState& write, BwdTile const& tile) {
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
   constexpr int kDQK = Traits::kDQK, kDV = Traits::kDV;
   const MlstmBackwardParams& p = params.p;
@@ -110,7 +126,6 @@ CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
   uint64_t& bar_x = reinterpret_cast<uint64_t&>(storage.barrier_x);
   copy(params.tma_xqk.with(bar_x, 0), tXgXqk, tXsXqk);
   copy(params.tma_xv.with(bar_x, 0), tXgXv, tXsXv);
-  PipelineState write = cutlass::make_producer_start_state<MainloopPipeline>();
   for (int n = tile.n_first; n <= tile.n_last; ++n) {
     pipeline.producer_acquire(write);
     uint64_t* full = pipeline.producer_get_barrier(write);
@@ -120,14 +135,16 @@ CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
   }
 }
 
-// Consumer warpgroups: thread_idx in [0, kNumMmaThreads).
+// Consumer warpgroups, one work item whose stationary tiles have arrived: thread_idx
+// in [0, kNumMmaThreads); `step` counts this CTA's streamed tiles across items (the
+// parity of the scalar buffers).
 template <class Traits>
 CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
                                 typename Traits::SharedStorage& storage,
                                 typename Traits::MainloopPipeline& pipeline,
-                                BwdTile const& tile, int thread_idx) {
+                                typename Traits::PipelineState& read, BwdTile const& tile,
+                                int thread_idx, int& step) {
   using Element = typename Traits::Element;
-  using PipelineState = typename Traits::PipelineState;
   constexpr BwdKind kKind = Traits::kKind;
   constexpr bool kRowSt = Traits::kRowStationary;
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
@@ -161,8 +178,9 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   // The output GEMMs' B operands: this CTA's chunk of each streamed stage, transposed.
   static_assert(cosize_v<typename Traits::SmemLayoutYqk> == kBlockN * kDQK * Traits::kStages);
   static_assert(cosize_v<typename Traits::SmemLayoutYv> == kBlockN * kDV * Traits::kStages);
-  const int chunk_qk = tile.out_slice < Traits::kNumChunksQK ? tile.out_slice : 0;
-  const int chunk_v = tile.out_slice < Traits::kNumChunksV ? tile.out_slice : 0;
+  constexpr bool kOutQK = Traits::kOutQK, kOutV = Traits::kOutV, kNeedsDP = Traits::kNeedsDP;
+  const int chunk = Traits::kFirstChunk + tile.out_slice;
+  const int chunk_qk = kOutQK ? chunk : 0, chunk_v = kOutV ? chunk : 0;
   auto out_operand_qk = [&](int stage) {
     Tensor t = make_tensor(make_smem_ptr(storage.smem_yqk.data() + stage * kBlockN * kDQK +
                                          chunk_qk * kBlockN * kChunkQK),
@@ -175,13 +193,6 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
                            typename Traits::template SmemLayoutChunkT<kChunkV>{});
     return thr_ov.partition_fragment_B(t);
   };
-  // kDQ: dq chunk. kDKV: dk chunk (slices < kNumChunksQK) and dv chunk (slices <
-  // kNumChunksV). Both CTA-uniform.
-  const bool do_qk_out = kKind == BwdKind::kDQ ||
-                         (kKind == BwdKind::kDKV && tile.out_slice < Traits::kNumChunksQK);
-  const bool do_v_out = kKind == BwdKind::kDKV && tile.out_slice < Traits::kNumChunksV;
-  // dP is needed for everything but a kDKV slice that only writes dv.
-  const bool need_dp = kKind != BwdKind::kDKV || do_qk_out;
 
   Tensor tSrS = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tSrP = partition_fragment_C(mma_p, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -243,11 +254,8 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   };
   prefetch(tile.n_first);
 
-  storage.barrier_x.wait(0);
-
   const float scale = p.scale;
-  PipelineState read;
-  for (int n = tile.n_first, step = 0; n <= tile.n_last; ++n, ++step) {
+  for (int n = tile.n_first; n <= tile.n_last; ++n, ++step) {
     float (*sc)[kBlockN] = storage.scalars[wg][step & 1];
     if (tid_wg < kBlockN) {
       CUTLASS_PRAGMA_UNROLL
@@ -259,7 +267,9 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     pipeline.consumer_wait(read);
     const int stage = read.index();
     wgmma_issue</*kZeroInit=*/true>(mma_s, tSrX, tSrY(_, _, _, stage), tSrS);
-    if (need_dp) wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
+    if constexpr (kNeedsDP) {
+      wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
+    }
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     warpgroup_fence_operand(tSrP);
@@ -268,9 +278,8 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     // accumulator), the row statistics; all in registers.
     const int64_t y0 = static_cast<int64_t>(n) * kBlockN;
     const bool masked = kRowSt ? y0 + kBlockN - 1 > st0 : y0 < st0 + kBlockM - 1;
-    auto elementwise = [&](auto masked_c, auto dp_c) {
+    auto elementwise = [&](auto masked_c) {
       constexpr bool kMasked = decltype(masked_c)::value;
-      constexpr bool kDP = decltype(dp_c)::value;
       CUTLASS_PRAGMA_UNROLL
       for (int r = 0; r < kRows; ++r) {
         float stat = 0.f, bsum = 0.f;
@@ -287,37 +296,30 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
             bsum += pw;
           } else {
             const float rd = kRowSt ? x_rden[r] : sc[1][cl];
-            if constexpr (kDP) {
+            if constexpr (kNeedsDP) {
               const float db = kRowSt ? x_db[r] : sc[2][cl];
               const float ds = valid ? w * fmaf(rd, g_rc(r, c), db) : 0.f;
               stat += ds * s;
               g_rc(r, c) = ds;
             }
-            if constexpr (kKind == BwdKind::kDKV) s_rc(r, c) = valid ? w * s * rd : 0.f;
+            if constexpr (kOutV) s_rc(r, c) = valid ? w * s * rd : 0.f;
           }
         }
         row_stat[r] += stat;
         if constexpr (kKind == BwdKind::kDhu) row_b[r] += bsum;
       }
     };
-    if (need_dp) {
-      if (masked) elementwise(cute::true_type{}, cute::true_type{});
-      else elementwise(cute::false_type{}, cute::true_type{});
-    } else {
-      if (masked) elementwise(cute::true_type{}, cute::false_type{});
-      else elementwise(cute::false_type{}, cute::false_type{});
-    }
+    if (masked) elementwise(cute::true_type{});
+    else elementwise(cute::false_type{});
 
-    if constexpr (kKind != BwdKind::kDhu) {
-      if (do_qk_out) {
+    if constexpr (kOutQK || kOutV) {
+      if constexpr (kOutQK) {
         Tensor tOrDS = convert_regs<Element>(tSrP, acc_layout_as_a_operand(tSrP.layout()));
         wgmma_issue</*kZeroInit=*/false>(mma_oqk, tOrDS, out_operand_qk(stage), acc_qk);
       }
-      if constexpr (kKind == BwdKind::kDKV) {
-        if (do_v_out) {
-          Tensor tOrP = convert_regs<Element>(tSrS, acc_layout_as_a_operand(tSrS.layout()));
-          wgmma_issue</*kZeroInit=*/false>(mma_ov, tOrP, out_operand_v(stage), acc_v);
-        }
+      if constexpr (kOutV) {
+        Tensor tOrP = convert_regs<Element>(tSrS, acc_layout_as_a_operand(tSrS.layout()));
+        wgmma_issue</*kZeroInit=*/false>(mma_ov, tOrP, out_operand_v(stage), acc_v);
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_qk);
@@ -326,11 +328,13 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     pipeline.consumer_release(read);
     ++read;
   }
+  // The stationary tiles are no longer read: the producer may load the next item's.
+  storage.barrier_x_empty.arrive();
 
   // ---- epilogue: row statistics (output chunk 0 only), then the output chunks -----
-  {
+  if constexpr (kNeedsDP) {
     float* stat_out = kKind == BwdKind::kDhu ? p.dhu_ptr : kRowSt ? p.rowsum_ptr : p.di_ptr;
-    const bool writer = tile.out_slice == 0 && thread_idx % 4 == 0;
+    const bool writer = chunk == 0 && thread_idx % 4 == 0;
     CUTLASS_PRAGMA_UNROLL
     for (int r = 0; r < kRows; ++r) {
       const float st = quad_sum(row_stat[r]);
@@ -352,24 +356,36 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     const float* add_x = add.x != nullptr ? add.x + bh * S * d_out + col0 : nullptr;
     const float* add_y = add.y != nullptr ? add.y + bh * d_out + col0 : nullptr;
     Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}));
+    // Accumulator elements e, e + 1 (e even) are columns col, col + 1 of one row: one
+    // 32-bit store each pair.
     CUTLASS_PRAGMA_UNROLL
-    for (int e = 0; e < size(acc); ++e) {
+    for (int e = 0; e < size(acc); e += 2) {
       const int64_t row = st0 + get<0>(tOcO(e));
       if (row < S) {
         const int col = get<1>(tOcO(e));
         const int64_t off = row * d_out + col;
-        float val = acc(e) * out_scale;
-        if (add_x != nullptr) val = fmaf(add.row_scale[bh * S + row], add_x[off], val);
-        if (add_y != nullptr) val = fmaf(add.y_row_scale[bh * S + row], add_y[col], val);
-        out[off] = static_cast<Element>(val);
+        float v0 = acc(e) * out_scale, v1 = acc(e + 1) * out_scale;
+        if (add_x != nullptr) {
+          const float rs = add.row_scale[bh * S + row];
+          const float2 ax = *reinterpret_cast<const float2*>(add_x + off);
+          v0 = fmaf(rs, ax.x, v0);
+          v1 = fmaf(rs, ax.y, v1);
+        }
+        if (add_y != nullptr) {
+          const float rs = add.y_row_scale[bh * S + row];
+          const float2 ay = *reinterpret_cast<const float2*>(add_y + col);
+          v0 = fmaf(rs, ay.x, v0);
+          v1 = fmaf(rs, ay.y, v1);
+        }
+        *reinterpret_cast<uint32_t*>(out + off) = pack2<Element>(v0, v1);
       }
     }
   };
   if constexpr (kKind == BwdKind::kDQ) {
     store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dq_ptr, p.dq_add, kDQK, scale);
   } else {
-    if (do_qk_out) store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dk_ptr, p.dk_add, kDQK, scale);
-    if (do_v_out) store(acc_v, thr_ov, Int<kChunkV>{}, chunk_v, p.dv_ptr, p.dv_add, kDV, 1.f);
+    if constexpr (kOutQK) store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dk_ptr, p.dk_add, kDQK, scale);
+    if constexpr (kOutV) store(acc_v, thr_ov, Int<kChunkV>{}, chunk_v, p.dv_ptr, p.dv_add, kDV, 1.f);
   }
 }
 
@@ -390,7 +406,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     cute::prefetch_tma_descriptor(params.tma_yqk.get_tma_descriptor());
     cute::prefetch_tma_descriptor(params.tma_yv.get_tma_descriptor());
   }
-  if (threadIdx.x == 0) storage.barrier_x.init(/*arrive_count=*/1);
+  if (threadIdx.x == 0) {
+    storage.barrier_x.init(/*arrive_count=*/1);
+    storage.barrier_x_empty.init(/*arrive_count=*/Traits::kNumMmaThreads);
+  }
 
   typename MainloopPipeline::Params pipeline_params;
   pipeline_params.transaction_bytes = Traits::kTmaBytesY;
@@ -401,13 +420,39 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   MainloopPipeline pipeline(storage.pipeline, pipeline_params, Shape<_1, _1, _1>{});
   __syncthreads();
 
-  const BwdTile tile = bwd_tile<Traits>(params.p);
+  // Item k of this CTA: its id goes to storage.work[k % 2] before barrier_x's phase k
+  // completes (the TMA bytes of its stationary tiles, or a plain arrive carrying the
+  // end-of-work id num_work).
+  const int num_work = static_cast<int>(bwd_num_work<Traits>(params.p));
   if (warp_group_idx == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (threadIdx.x == 0) bwd_load<Traits>(params, storage, pipeline, tile);
+    if (threadIdx.x == 0) {
+      int* counter = params.p.work_counters + static_cast<int>(Traits::kKind);
+      typename Traits::PipelineState write =
+          cutlass::make_producer_start_state<MainloopPipeline>();
+      int w = blockIdx.x;
+      for (int item = 0;; ++item) {
+        if (item > 0) storage.barrier_x_empty.wait((item - 1) & 1);
+        storage.work[item & 1] = w < num_work ? w : num_work;
+        if (w >= num_work) {
+          storage.barrier_x.arrive();
+          break;
+        }
+        bwd_load<Traits>(params, storage, pipeline, write, bwd_tile<Traits>(params.p, w));
+        w = gridDim.x + atomicAdd(counter, 1);
+      }
+    }
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    bwd_consume<Traits>(params, storage, pipeline, tile, static_cast<int>(threadIdx.x) - 128);
+    typename Traits::PipelineState read;
+    int step = 0;
+    for (int item = 0;; ++item) {
+      storage.barrier_x.wait(item & 1);
+      const int w = storage.work[item & 1];
+      if (w >= num_work) break;
+      bwd_consume<Traits>(params, storage, pipeline, read, bwd_tile<Traits>(params.p, w),
+                          static_cast<int>(threadIdx.x) - 128, step);
+    }
   }
 #endif
 }

@@ -8,7 +8,9 @@
 //   kDQ   row-stationary:    dq chunk += dS K, row sums of dS * s.
 //   kDKV  column-stationary: k_j, v_j of 128 columns stay; q_t, dh_t stream.
 //                            dk chunk += dS^T Q, dv chunk += (w s rden)^T dH, column
-//                            sums of dS * s (dI).
+//                            sums of dS * s (dI). Chunks [0, min(nQK, nV)).
+//   kDK   kDKV's dk part alone, for the chunks [nV, nQK) of a DQK wider than DV.
+//   kDV   kDKV's dv part alone (no dP), for the chunks [nQK, nV) of a DV wider than DQK.
 //
 // Every score tile (S and dP, 64 stationary x 64 streamed rows per consumer
 // warpgroup) has the stationary side as the WGMMA's M dimension, so the tile that
@@ -32,7 +34,9 @@ namespace xlstm_sm90 {
 
 using namespace cute;
 
-enum class BwdKind : int { kDhu = 0, kDQ = 1, kDKV = 2 };
+// The value indexes MlstmBackwardParams::work_counters.
+enum class BwdKind : int { kDhu = 0, kDQ = 1, kDKV = 2, kDK = 3, kDV = 4 };
+static_assert(kNumWorkCounters >= 5);
 
 template <class Element_, int kDQK_, int kDV_, BwdKind kKind_>
 struct BwdTraits {
@@ -42,7 +46,13 @@ struct BwdTraits {
   static constexpr int kDV = kDV_;
   static constexpr BwdKind kKind = kKind_;
   static_assert(mlstm_bwd_sm90_supports(kDQK, kDV));
-  static constexpr bool kRowStationary = kKind != BwdKind::kDKV;
+  static constexpr bool kRowStationary = kKind == BwdKind::kDhu || kKind == BwdKind::kDQ;
+  // Which output GEMMs run: dq or dk (the Y_qk chunk), dv (the Y_v chunk); and whether
+  // the dP tile is needed (all but kDV).
+  static constexpr bool kOutQK = kKind == BwdKind::kDQ || kKind == BwdKind::kDKV ||
+                                 kKind == BwdKind::kDK;
+  static constexpr bool kOutV = kKind == BwdKind::kDKV || kKind == BwdKind::kDV;
+  static constexpr bool kNeedsDP = kKind != BwdKind::kDV;
 
   static constexpr int kBlockM = 128;  // stationary rows: two consumer warpgroups x 64
   static constexpr int kBlockN = 64;   // streamed rows per step
@@ -60,10 +70,14 @@ struct BwdTraits {
   static constexpr int kChunkV = kDV < 128 ? kDV : 128;
   static constexpr int kNumChunksQK = kDQK / kChunkQK;
   static constexpr int kNumChunksV = kDV / kChunkV;
-  static constexpr int kNumOutSlices =
-      kKind == BwdKind::kDhu ? 1
-      : kKind == BwdKind::kDQ ? kNumChunksQK
-                              : (kNumChunksQK > kNumChunksV ? kNumChunksQK : kNumChunksV);
+  static constexpr int kMinChunks = kNumChunksQK < kNumChunksV ? kNumChunksQK : kNumChunksV;
+  // Output chunks [kFirstChunk, kFirstChunk + kNumOutSlices) of this kind.
+  static constexpr int kFirstChunk = kKind == BwdKind::kDK || kKind == BwdKind::kDV ? kMinChunks : 0;
+  static constexpr int kNumOutSlices = kKind == BwdKind::kDhu  ? 1
+                                       : kKind == BwdKind::kDQ  ? kNumChunksQK
+                                       : kKind == BwdKind::kDKV ? kMinChunks
+                                       : kKind == BwdKind::kDK  ? kNumChunksQK - kMinChunks
+                                                                : kNumChunksV - kMinChunks;
 
   using AtomLayout = Layout<Shape<Int<kNumMmaWarpGroups>, _1, _1>>;  // warpgroups along M
   // S = X_qk Y_qk^T and dP = X_hv Y_hv^T: both operands K-major in shared memory.
@@ -120,7 +134,9 @@ struct BwdTraits {
     // Per consumer warpgroup, double-buffered by step parity.
     float scalars[kNumMmaWarpGroups][2][kNumScalars][kBlockN];
     typename MainloopPipeline::SharedStorage pipeline;
-    cutlass::arch::ClusterTransactionBarrier barrier_x;
+    int work[2];  // work item ids, by item parity (see the kernel)
+    cutlass::arch::ClusterTransactionBarrier barrier_x;  // stationary tiles loaded
+    cutlass::arch::ClusterBarrier barrier_x_empty;       // ... and consumed
   };
 
   // TMA of a (S, D, NH, B) tensor into a (rows x D) tile.

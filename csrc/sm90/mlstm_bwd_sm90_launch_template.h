@@ -2,11 +2,13 @@
 // per kernel kind. Included only by the instantiation files.
 #pragma once
 
+#include <algorithm>
 #include <climits>
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 
+#include "../cuda_device_info.h"
 #include "mlstm_bwd_sm90_api.h"
 #include "mlstm_bwd_sm90_kernel.h"
 
@@ -41,11 +43,16 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
   auto kernel = mlstm_bwd_sm90_kernel<Traits>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(kSmem)));
-  const int64_t num_ctas =
-      Traits::kNumOutSlices * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) * p.B * p.NH;
-  TORCH_CHECK(num_ctas <= INT_MAX, "mlstm sm90 backward: B*NH*S*D is too large for one launch (",
-              num_ctas, " thread blocks)");
-  if (num_ctas == 0) return;
+  // Persistent: at most one CTA per SM (a CTA fills an SM's shared memory anyway).
+  static_assert(Traits::kNumOutSlices > 0);
+  const int64_t num_work = bwd_num_work<Traits>(p);
+  if (num_work == 0) return;
+  TORCH_CHECK(p.work_counters != nullptr, "mlstm sm90 backward: no work counters given");
+  TORCH_CHECK(num_work < INT_MAX, "mlstm sm90 backward: B*NH*S*D is too large for one launch (",
+              num_work, " work items)");
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const int64_t num_ctas = std::min<int64_t>(num_work, xlstm::cuda_multiprocessor_count(device));
   kernel<<<dim3(static_cast<unsigned>(num_ctas)), Traits::kNumThreads, kSmem, stream>>>(params);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -58,6 +65,9 @@ void run_mlstm_bwd_sm90_dims(const MlstmBackwardParams& p, BackwardPass pass,
     return;
   }
   launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDKV>(p, stream);
+  // The chunks of the wider head dim that have no partner chunk in the other.
+  if constexpr (kDQK > kDV && kDQK > 128) launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDK>(p, stream);
+  if constexpr (kDV > kDQK && kDV > 128) launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDV>(p, stream);
   launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDQ>(p, stream);
 }
 

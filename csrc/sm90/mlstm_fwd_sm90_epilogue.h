@@ -3,8 +3,6 @@
 // statistics m_t and b_t, written once per row (by the DV slice 0 CTA).
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cute/tensor.hpp>
 
 #include "mlstm_fwd_sm90_mainloop.h"
@@ -13,17 +11,6 @@
 namespace xlstm_sm90 {
 
 using namespace cute;
-
-template <typename Element>
-CUTLASS_DEVICE uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<Element, cutlass::bfloat16_t>) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  } else {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
-}
 
 template <class Traits>
 struct CollectiveEpilogue {

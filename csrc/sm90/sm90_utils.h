@@ -3,6 +3,8 @@
 // quad reductions.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_conversion.h>
 
@@ -80,6 +82,18 @@ CUTLASS_DEVICE auto convert_regs(Tensor<Engine, LayoutIn> const& src, LayoutOut 
   *reinterpret_cast<cutlass::Array<To, kN>*>(dst.data()) =
       convert(*reinterpret_cast<const cutlass::Array<From, kN>*>(src.data()));
   return dst;
+}
+
+// Two floats rounded to the 16-bit Element, packed for one 32-bit store.
+template <typename Element>
+CUTLASS_DEVICE uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<Element, cutlass::bfloat16_t>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
 }
 
 // bar.sync on a named barrier; id 0 is __syncthreads.
