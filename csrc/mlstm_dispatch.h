@@ -42,13 +42,13 @@ struct KernelChoice {
 
 // "auto" runs the kernels chunkwise from these sequence lengths on: below them the
 // quadratic form's one pass is faster than the scan plus the per-chunk state terms.
-// Measured on an H100, bf16, B·S = 65,536 (benchmarks/NOTES.md): forward, NH 32 D 128,
-// parallel 2.0 / 5.5 ms vs chunkwise 8.2 / 8.4 ms at S = 1024 / 4096 (the parallel
-// forward grows with S, the chunkwise one does not); forward + backward, parallel
-// 16.4 / 50.5 / 191 ms vs chunkwise 33.1 / 33.3 / 33.3 ms at S = 1024 / 4096 / 16384.
-// Either backward takes either forward's row statistics (the same function).
-constexpr int64_t kAutoChunkwiseMinLength = 8192;
-constexpr int64_t kAutoChunkwiseBackwardMinLength = 4096;
+// Measured on an H100, bf16, B·S = 65,536, sm90 kernels, chunk 512 (benchmarks/NOTES.md,
+// session 4), NH 32 D 128 at S = 4096 / 6144 / 8192: forward parallel 5.55 / 7.42 /
+// 10.2 ms vs chunkwise 7.17 / 6.85 / 7.37; backward (fwd+bwd minus fwd) parallel 22.9 /
+// 30.6 / 42.3 vs chunkwise 22.3 / 21.0 / 22.5 (7B heads, NH 16 128/256: the same
+// crossovers). Either backward takes either forward's row statistics (the same function).
+constexpr int64_t kAutoChunkwiseMinLength = 6144;
+constexpr int64_t kAutoChunkwiseBackwardMinLength = 5120;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.

@@ -59,9 +59,9 @@ def mlstm(
         eps: added to the normalizer's denominator, >= 0.
         algorithm: "parallel" (the quadratic tiled form), "chunkwise" (the same
             kernels per chunk after a scan over chunks: O(S·L) work, for long S) or
-            "auto" (forward: parallel up to 8191 steps, chunkwise from
-            8192; backward: chunkwise from 4096).
-        chunk_size: chunk length of the chunkwise algorithm (None: 256 for the CUDA
+            "auto" (forward: parallel up to 6143 steps, chunkwise from
+            6144; backward: chunkwise from 5120).
+        chunk_size: chunk length of the chunkwise algorithm (None: 512 for the CUDA
             kernels, 64 for the ATen path).
         backend: "auto" (by compute capability; the XLSTM_CUDA_BACKEND environment
             variable sets the default), a CUDA kernel family to force, or "aten"
@@ -96,7 +96,8 @@ def selected_kernel(q: torch.Tensor, v: torch.Tensor, algorithm: str = "auto",
 def selected_backward_kernel(q: torch.Tensor, v: torch.Tensor, algorithm: str = "auto",
                              backend: str = "auto") -> str:
     """Name of the implementation the backward of such a call runs, e.g.
-    'sm90:sm80_backward' or 'aten_chunkwise'. The kernels write every gradient element
-    from one thread block without atomics, so both are bitwise reproducible."""
+    'sm90:sm90_backward' or 'aten_chunkwise'. The kernels write every gradient element
+    from one thread block without atomic accumulation, so both are bitwise
+    reproducible."""
     _check_choice(algorithm, None)
     return torch.ops.xlstm.selected_backward_kernel(q, v, algorithm, _resolve_backend(backend))

@@ -20,9 +20,11 @@
 
 namespace xlstm {
 
-// The chunk length the kernels run when the caller gives none (H100, bf16, fwd+bwd at
-// B·S = 65,536: 256 was 13-19 % faster than 128, benchmarks/NOTES.md).
-constexpr int64_t kDefaultKernelChunkSize = 256;
+// The chunk length the kernels run when the caller gives none. H100, bf16, B·S =
+// 65,536, sm90 forward + backward kernels (benchmarks/NOTES.md, session 4): 512 beat
+// 256 and 1024 at every S measured (NH 32, D 128, fwd+bwd at S = 4096 / 6144 / 8192:
+// L 256 31.5 / 29.4 / 32.1 ms, L 512 29.5 / 27.9 / 29.9, L 1024 31.2 / 29.3 / 31.3).
+constexpr int64_t kDefaultKernelChunkSize = 512;
 
 // Returns (h, m_rows, norm_rows, c_last, n_last, m_last); the last three are 0-element
 // tensors unless return_last_states. `state_rows_on_host`: compute q̂_t C for every row

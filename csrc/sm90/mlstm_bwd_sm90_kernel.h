@@ -39,6 +39,10 @@ namespace xlstm_sm90 {
 using namespace cute;
 
 constexpr double kBwdLog2e = 1.4426950408889634;
+// Named barriers (0 is __syncthreads): 1, 2 = per-warpgroup scalar buffers; 3, 4 = the
+// ping-pong scheduler of consumer warpgroups 0 and 1.
+constexpr uint32_t kBarrierScalarsWG0 = 1;
+constexpr uint32_t kBarrierSchedWG0 = 3;
 
 // What a CTA computes.
 struct BwdTile {
@@ -153,6 +157,8 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
   // computes what they are made of) must not read them; they are null then.
   constexpr bool kHasRowGrads = kKind != BwdKind::kDhu;
+  // log2(1 / sqrt(DQK)) = log2(p.scale), exact for the three head dims.
+  constexpr float kLog2Scale = kDQK == 64 ? -3.f : (kDQK == 128 ? -3.5f : -4.f);
   const MlstmBackwardParams& p = params.p;
   const int64_t S = p.S, bh = tile.bh, st0 = tile.st0;
   const int wg = thread_idx / 128, tid_wg = thread_idx % 128;
@@ -230,7 +236,7 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   for (int r = 0; r < kRows; ++r) {
     x_idx[r] = st0 + get<0>(tScS_rc(r, 0));
     const bool in = x_idx[r] < S;
-    x_exp[r] = in ? (kRowSt ? row_term(x_idx[r]) : col_term(x_idx[r])) : -INFINITY;
+    x_exp[r] = in ? (kRowSt ? row_term(x_idx[r]) : col_term(x_idx[r])) + kLog2Scale : -INFINITY;
     x_rden[r] = in && kRowSt && kHasRowGrads ? rden[x_idx[r]] : 0.f;
     x_db[r] = in && kRowSt && kHasRowGrads ? dbp[x_idx[r]] : 0.f;
     row_stat[r] = 0.f;
@@ -254,22 +260,25 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   };
   prefetch(tile.n_first);
 
-  const float scale = p.scale;
   for (int n = tile.n_first; n <= tile.n_last; ++n, ++step) {
     float (*sc)[kBlockN] = storage.scalars[wg][step & 1];
     if (tid_wg < kBlockN) {
       CUTLASS_PRAGMA_UNROLL
       for (int k = 0; k < Traits::kNumScalars; ++k) sc[k][tid_wg] = pf[k];
     }
-    named_barrier_sync(1 + wg, 128);
+    named_barrier_sync(kBarrierScalarsWG0 + wg, 128);
     if (n < tile.n_last) prefetch(n + 1);
 
     pipeline.consumer_wait(read);
     const int stage = read.index();
+    // Ping-pong (if on): the two warpgroups take turns issuing their score GEMMs, so
+    // that one's elementwise work runs under the other's tensor-core work.
+    if constexpr (Traits::kPingPong) named_barrier_sync(kBarrierSchedWG0 + wg, 256);
     wgmma_issue</*kZeroInit=*/true>(mma_s, tSrX, tSrY(_, _, _, stage), tSrS);
     if constexpr (kNeedsDP) {
       wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
     }
+    if constexpr (Traits::kPingPong) named_barrier_arrive(kBarrierSchedWG0 + 1 - wg, 256);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     warpgroup_fence_operand(tSrP);
@@ -278,31 +287,47 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     // accumulator), the row statistics; all in registers.
     const int64_t y0 = static_cast<int64_t>(n) * kBlockN;
     const bool masked = kRowSt ? y0 + kBlockN - 1 > st0 : y0 < st0 + kBlockM - 1;
+    // The weights carry the score scale (x_exp includes log2 of it): with
+    // s_tj = scale * acc, w * s = (w * scale) * acc and dS * s = (dS * scale) * acc,
+    // and the output GEMMs accumulate scale * dS directly.
     auto elementwise = [&](auto masked_c) {
       constexpr bool kMasked = decltype(masked_c)::value;
       CUTLASS_PRAGMA_UNROLL
       for (int r = 0; r < kRows; ++r) {
         float stat = 0.f, bsum = 0.f;
+        // Accumulator columns c, c + 1 (c even) are streamed rows cl, cl + 1: the
+        // scalars of both come in one 8-byte shared-memory load.
         CUTLASS_PRAGMA_UNROLL
-        for (int c = 0; c < kCols; ++c) {
+        for (int c = 0; c < kCols; c += 2) {
           const int cl = get<1>(tScS_rc(r, c));
-          const float s = s_rc(r, c) * scale;
-          const float w = exp2f(x_exp[r] + sc[0][cl]);
-          bool valid = true;
-          if constexpr (kMasked) valid = kRowSt ? y0 + cl <= x_idx[r] : y0 + cl >= x_idx[r];
-          if constexpr (kKind == BwdKind::kDhu) {
-            const float pw = valid ? w * s : 0.f;
-            stat += pw * g_rc(r, c);
-            bsum += pw;
-          } else {
-            const float rd = kRowSt ? x_rden[r] : sc[1][cl];
-            if constexpr (kNeedsDP) {
-              const float db = kRowSt ? x_db[r] : sc[2][cl];
-              const float ds = valid ? w * fmaf(rd, g_rc(r, c), db) : 0.f;
-              stat += ds * s;
-              g_rc(r, c) = ds;
+          const float2 e2 = *reinterpret_cast<const float2*>(&sc[0][cl]);
+          float2 rd2 = make_float2(x_rden[r], x_rden[r]), db2 = make_float2(x_db[r], x_db[r]);
+          if constexpr (!kRowSt) {
+            rd2 = *reinterpret_cast<const float2*>(&sc[1][cl]);
+            db2 = *reinterpret_cast<const float2*>(&sc[2][cl]);
+          }
+          CUTLASS_PRAGMA_UNROLL
+          for (int e = 0; e < 2; ++e) {
+            const float a = s_rc(r, c + e);
+            const float w = exp2f(x_exp[r] + (e == 0 ? e2.x : e2.y));
+            bool valid = true;
+            if constexpr (kMasked) {
+              valid = kRowSt ? y0 + cl + e <= x_idx[r] : y0 + cl + e >= x_idx[r];
             }
-            if constexpr (kOutV) s_rc(r, c) = valid ? w * s * rd : 0.f;
+            if constexpr (kKind == BwdKind::kDhu) {
+              const float pw = valid ? w * a : 0.f;
+              stat += pw * g_rc(r, c + e);
+              bsum += pw;
+            } else {
+              const float rd = e == 0 ? rd2.x : rd2.y;
+              if constexpr (kNeedsDP) {
+                const float db = e == 0 ? db2.x : db2.y;
+                const float ds = valid ? w * fmaf(rd, g_rc(r, c + e), db) : 0.f;
+                stat += ds * a;
+                g_rc(r, c + e) = ds;
+              }
+              if constexpr (kOutV) s_rc(r, c + e) = valid ? w * a * rd : 0.f;
+            }
           }
         }
         row_stat[r] += stat;
@@ -346,10 +371,10 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     }
   }
   if constexpr (kKind == BwdKind::kDhu) return;
-  // acc (kBlockM x kChunk) * out_scale (+ the state addend) -> columns
+  // acc (kBlockM x kChunk) (+ the state addend) -> columns
   // [chunk * kChunk, ...) of a contiguous (B, NH, S, d_out) output.
   auto store = [&](auto const& acc, auto const& thr_mma, auto chunk_c, int chunk, void* out_ptr,
-                   const RowStateAddend& add, int d_out, float out_scale) {
+                   const RowStateAddend& add, int d_out) {
     constexpr int kChunk = decltype(chunk_c)::value;
     const int64_t col0 = static_cast<int64_t>(chunk) * kChunk;
     Element* out = reinterpret_cast<Element*>(out_ptr) + bh * S * d_out + col0;
@@ -364,7 +389,7 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
       if (row < S) {
         const int col = get<1>(tOcO(e));
         const int64_t off = row * d_out + col;
-        float v0 = acc(e) * out_scale, v1 = acc(e + 1) * out_scale;
+        float v0 = acc(e), v1 = acc(e + 1);
         if (add_x != nullptr) {
           const float rs = add.row_scale[bh * S + row];
           const float2 ax = *reinterpret_cast<const float2*>(add_x + off);
@@ -382,10 +407,10 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     }
   };
   if constexpr (kKind == BwdKind::kDQ) {
-    store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dq_ptr, p.dq_add, kDQK, scale);
+    store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dq_ptr, p.dq_add, kDQK);
   } else {
-    if constexpr (kOutQK) store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dk_ptr, p.dk_add, kDQK, scale);
-    if constexpr (kOutV) store(acc_v, thr_ov, Int<kChunkV>{}, chunk_v, p.dv_ptr, p.dv_add, kDV, 1.f);
+    if constexpr (kOutQK) store(acc_qk, thr_oqk, Int<kChunkQK>{}, chunk_qk, p.dk_ptr, p.dk_add, kDQK);
+    if constexpr (kOutV) store(acc_v, thr_ov, Int<kChunkV>{}, chunk_v, p.dv_ptr, p.dv_add, kDV);
   }
 }
 
@@ -444,6 +469,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+    const int wg = warp_group_idx - 1;
+    if (Traits::kPingPong && wg == 0) named_barrier_arrive(kBarrierSchedWG0, 256);  // WG 0 first
     typename Traits::PipelineState read;
     int step = 0;
     for (int item = 0;; ++item) {
@@ -453,6 +480,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       bwd_consume<Traits>(params, storage, pipeline, read, bwd_tile<Traits>(params.p, w),
                           static_cast<int>(threadIdx.x) - 128, step);
     }
+    // Take warpgroup 1's last arrival so that no named barrier is left half-arrived.
+    if (Traits::kPingPong && wg == 0) named_barrier_sync(kBarrierSchedWG0, 256);
   }
 #endif
 }
