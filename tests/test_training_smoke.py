@@ -67,8 +67,10 @@ def test_training_follows_reference_and_learns(dtype):
     steps = 80
     losses = train(model, steps, seed=1)
     ref_losses = train(reference, steps, seed=1)
-    # Same trajectory: fp64 to rounding; fp32 drifts only by accumulated rounding.
-    rtol = 1e-9 if dtype == torch.float64 else 1e-4
+    # Same trajectory: fp64 to rounding; fp32 drifts only by accumulated rounding, which
+    # 80 Adam steps amplify and which depends on the machine's CPU kernels (2e-4 seen
+    # with torch 2.11 on 16 cores); a wrong gradient departs by far more.
+    rtol = 1e-9 if dtype == torch.float64 else 1e-3
     for step, (a, b) in enumerate(zip(losses, ref_losses)):
         assert abs(a - b) <= rtol * abs(b), f"step {step}: loss {a} vs reference {b}"
     # And it learns: the last losses are well below the first.
