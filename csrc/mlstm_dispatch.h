@@ -43,10 +43,11 @@ struct KernelChoice {
 // "auto" runs the kernels chunkwise from these sequence lengths on: below them the
 // quadratic form's one pass is faster than the scan plus the per-chunk state terms.
 // Measured on an H100, bf16, B·S = 65,536, sm90 kernels, chunk 512
-// (benchmarks/auto_threshold_sweep.py; benchmarks/NOTES.md, session 4), NH 32 D 128 at S = 4096 / 6144 / 8192: forward parallel 5.55 / 7.42 /
-// 10.2 ms vs chunkwise 7.17 / 6.85 / 7.37; backward (fwd+bwd minus fwd) parallel 22.9 /
-// 30.6 / 42.3 vs chunkwise 22.3 / 21.0 / 22.5 (7B heads, NH 16 128/256: the same
-// crossovers). Either backward takes either forward's row statistics (the same function).
+// (benchmarks/auto_threshold_sweep.py; benchmarks/NOTES.md, session 4), NH 32 D 128 at
+// S = 4096 / 6144 / 8192: forward parallel 5.55 / 7.42 / 10.2 ms vs chunkwise 7.17 /
+// 6.85 / 7.37; backward (fwd+bwd minus fwd) parallel 22.9 / 30.6 / 42.3 vs chunkwise
+// 22.3 / 21.0 / 22.5 (7B heads, NH 16 128/256: the same crossovers). Either backward
+// takes either forward's row statistics (the same function).
 constexpr int64_t kAutoChunkwiseMinLength = 6144;
 constexpr int64_t kAutoChunkwiseBackwardMinLength = 5120;
 
