@@ -436,13 +436,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     storage.barrier_x_empty.init(/*arrive_count=*/Traits::kNumMmaThreads);
   }
 
-  typename MainloopPipeline::Params pipeline_params;
-  pipeline_params.transaction_bytes = Traits::kTmaBytesY;
-  pipeline_params.role = warp_group_idx == 0 ? MainloopPipeline::ThreadCategory::Producer
-                                             : MainloopPipeline::ThreadCategory::Consumer;
-  pipeline_params.is_leader = threadIdx.x == 0;
-  pipeline_params.num_consumers = Traits::kNumMmaThreads;
-  MainloopPipeline pipeline(storage.pipeline, pipeline_params, Shape<_1, _1, _1>{});
+  MainloopPipeline pipeline = make_tma_pipeline<MainloopPipeline>(
+      storage.pipeline, Traits::kTmaBytesY, Traits::kNumMmaThreads);
   __syncthreads();
 
   // Item k of this CTA: its id goes to storage.work[k % 2] before barrier_x's phase k

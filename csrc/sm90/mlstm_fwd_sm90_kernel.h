@@ -35,14 +35,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   }
   if (threadIdx.x == 0) storage.barrier_q.init(/*arrive_count=*/1);
 
-  typename MainloopPipeline::Params pipeline_params;
-  pipeline_params.transaction_bytes = Traits::kTmaBytesKV;
-  pipeline_params.role = warp_group_idx == 0 ? MainloopPipeline::ThreadCategory::Producer
-                                             : MainloopPipeline::ThreadCategory::Consumer;
-  pipeline_params.is_leader = threadIdx.x == 0;
-  pipeline_params.num_consumers = Traits::kNumMmaThreads;
-  // Initializes the full/empty barriers (warp 0) and fences the inits.
-  MainloopPipeline pipeline(storage.pipeline, pipeline_params, Shape<_1, _1, _1>{});
+  MainloopPipeline pipeline = make_tma_pipeline<MainloopPipeline>(
+      storage.pipeline, Traits::kTmaBytesKV, Traits::kNumMmaThreads);
   __syncthreads();
 
   // Tile order (1-D grid): the DV slices of one row tile are neighbours, then the

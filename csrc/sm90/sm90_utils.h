@@ -6,7 +6,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
 #include <cutlass/numeric_conversion.h>
+#include <cutlass/pipeline/pipeline.hpp>
 
 namespace xlstm_sm90 {
 
@@ -28,6 +30,21 @@ auto gmem_tensor(const void* ptr, int64_t S, int D, int64_t NH, int64_t B, int64
                                            static_cast<int32_t>(B)),
                                  GmemStride(fix(S, row_stride), _1{}, fix(NH, head_stride),
                                             fix(B, batch_stride))));
+}
+
+// The TMA pipeline of a warp-specialized CTA: warpgroup 0 produces (thread 0 leads),
+// the other warpgroups consume; `tx_bytes` arrive per stage. Initializes the stage
+// barriers (warp 0) and fences the inits; the caller syncs the CTA before use.
+template <class Pipeline>
+CUTLASS_DEVICE Pipeline make_tma_pipeline(typename Pipeline::SharedStorage& storage,
+                                          uint32_t tx_bytes, int num_consumers) {
+  typename Pipeline::Params params;
+  params.transaction_bytes = tx_bytes;
+  params.role = cutlass::canonical_warp_group_idx() == 0 ? Pipeline::ThreadCategory::Producer
+                                                         : Pipeline::ThreadCategory::Consumer;
+  params.is_leader = threadIdx.x == 0;
+  params.num_consumers = num_consumers;
+  return Pipeline(storage, params, Shape<_1, _1, _1>{});
 }
 
 // Issues tCrC (+)= tCrA * tCrB over the K mode as one WGMMA batch and commits it;
