@@ -21,6 +21,7 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "../mlstm_log_weights.h"
 #include "../mlstm_params.h"
 #include "mlstm_bwd_kernel_traits.h"
 #include "sm80_utils.h"
@@ -92,18 +93,11 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
   const int n_yhv = kKind == BwdKind::kDV ? 1 : n_v;
 
   const double* fcum = params.fcum_ptr + bh * S;
-  const float* ig = params.igate_ptr + bh * S;
-  const float* mrow = params.m_ptr + bh * S;
   const float* rden = params.rden_ptr + bh * S;
-  // log w = row term (F_t - F_ref - m_t) + column term (i_j - (F_j - F_ref)), both
-  // formed in fp64 and rounded once; log2 units.
-  const double f_ref = fcum[st0];
-  auto row_term = [&](int64_t t) {
-    return float((fcum[t] - f_ref - double(mrow[t])) * kLog2eD);
-  };
-  auto col_term = [&](int64_t j) {
-    return float((double(ig[j]) - (fcum[j] - f_ref)) * kLog2eD);
-  };
+  // log w = row term + column term against this CTA's first stationary row's F.
+  const BwdLogWeights logw{fcum, params.igate_ptr + bh * S, params.m_ptr + bh * S, fcum[st0]};
+  auto row_term = [&](int64_t t) { return logw.row(t); };
+  auto col_term = [&](int64_t j) { return logw.col(j); };
   const float* dbp = params.db_ptr + bh * S;
   // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
   // computes what they are made of) must not read them; they are null then.

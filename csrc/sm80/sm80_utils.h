@@ -12,7 +12,6 @@ namespace xlstm_sm80 {
 using namespace cute;
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr double kLog2eD = 1.4426950408889634;
 
 __device__ __forceinline__ float ex2_approx(float x) {
   float y;

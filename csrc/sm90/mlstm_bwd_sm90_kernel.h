@@ -31,6 +31,7 @@
 #include <cutlass/cutlass.h>
 #include <cutlass/pipeline/pipeline.hpp>
 
+#include "../mlstm_log_weights.h"
 #include "mlstm_bwd_sm90_kernel_traits.h"
 #include "sm90_utils.h"
 
@@ -38,7 +39,6 @@ namespace xlstm_sm90 {
 
 using namespace cute;
 
-constexpr double kBwdLog2e = 1.4426950408889634;
 // Named barriers (0 is __syncthreads): 1, 2 = per-warpgroup scalar buffers; 3, 4 = the
 // ping-pong scheduler of consumer warpgroups 0 and 1.
 constexpr uint32_t kBarrierScalarsWG0 = 1;
@@ -216,17 +216,12 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   clear(acc_v);
 
   const double* fcum = p.fcum_ptr + bh * S;
-  const float* ig = p.igate_ptr + bh * S;
-  const float* mrow = p.m_ptr + bh * S;
   const float* rden = p.rden_ptr + bh * S;
   const float* dbp = p.db_ptr + bh * S;
-  const double f_ref = fcum[st0];
-  auto row_term = [&](int64_t t) {
-    return static_cast<float>((fcum[t] - f_ref - static_cast<double>(mrow[t])) * kBwdLog2e);
-  };
-  auto col_term = [&](int64_t j) {
-    return static_cast<float>((static_cast<double>(ig[j]) - (fcum[j] - f_ref)) * kBwdLog2e);
-  };
+  // log w = row term + column term against this CTA's first stationary row's F.
+  const BwdLogWeights logw{fcum, p.igate_ptr + bh * S, p.m_ptr + bh * S, fcum[st0]};
+  auto row_term = [&](int64_t t) { return logw.row(t); };
+  auto col_term = [&](int64_t j) { return logw.col(j); };
 
   // Stationary-row terms: (row term, rden, db) of rows t for kDhu / kDQ, the column
   // term of columns j for kDKV.
