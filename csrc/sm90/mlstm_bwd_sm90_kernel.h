@@ -1,25 +1,23 @@
-// The sm_90a mLSTM backward kernel (kinds kDhu, kDQ, kDKV; see
+// The sm_90a mLSTM backward kernel (kinds kDhu, kDQ, kDKV, kDK, kDV; see
 // mlstm_bwd_sm90_kernel_traits.h). Work item: (output chunk, stationary tile of 128
 // rows, batch*head). The kernel is persistent: one CTA per SM takes item blockIdx.x,
 // then the next unclaimed one from an atomic counter (items are ordered longest first
 // within a head, so dynamic claiming balances the SMs and keeps the items in flight
 // on neighbouring heads, whose streamed tiles share L2). The producer warpgroup
 // claims and loads the next item's stationary tile as soon as the consumers are done
-// reading the current one, and
-// streams the causal 64-row tiles of the other side through a two-stage TMA pipeline
-// that runs on across items, so loads overlap the previous item's last steps and
-// output stores. Each consumer warpgroup owns 64 stationary rows and per streamed
-// tile runs
+// reading the current one, and streams the causal 64-row tiles of the other side
+// through a two-stage TMA pipeline that runs on across items, so loads overlap the
+// previous item's last steps and output stores. Each consumer warpgroup owns 64
+// stationary rows and per streamed tile runs
 //
 //   S = X_qk Y_qk^T, dP = X_hv Y_hv^T          (SS WGMMA, fp32 accumulators)
 //   weights w from the forward's statistics, dS (or P) in registers
 //   out chunk += dS Y_chunk  (and P^T dH for dV)  (RS WGMMA)
 //
 // with the arithmetic of the sm80 backward (csrc/sm80/mlstm_bwd_kernel.h): log w = row
-// term + column term, each formed in fp64 against the CTA's reference F and rounded
-// once (log2 units); masked elements are selected to 0, never multiplied. Element
-// (r, c) of a score tile is stationary row r, streamed row c: (t, j) for kDhu / kDQ,
-// (j, t) for kDKV.
+// term + column term (BwdLogWeights), masked elements selected to 0, never multiplied.
+// Element (r, c) of a score tile is stationary row r, streamed row c: (t, j) for
+// kDhu / kDQ, (j, t) for kDKV / kDK / kDV.
 #pragma once
 
 #include <cmath>
@@ -44,7 +42,7 @@ using namespace cute;
 constexpr uint32_t kBarrierScalarsWG0 = 1;
 constexpr uint32_t kBarrierSchedWG0 = 3;
 
-// What a CTA computes.
+// One work item.
 struct BwdTile {
   int64_t b, h, bh;
   int m_block;       // stationary tile: rows [st0, st0 + kBlockM)
