@@ -4,15 +4,14 @@
 
 #include <c10/util/Exception.h>
 
+#include "tma_extents.h"
+
 void run_mlstm_fwd_sm90(const MlstmForwardParams& p, cudaStream_t stream) {
   using namespace xlstm_sm90;
   TORCH_CHECK(p.DV == 64 || p.DV == 128 || p.DV == 256 || p.DV == 512,
               "mlstm sm90 forward: DV (head dim of v) must be one of 64, 128, 256, 512, got ",
               p.DV);
-  TORCH_CHECK(p.S >= 1 && p.S < (int64_t{1} << 31) && p.NH < (int64_t{1} << 31) &&
-                  p.B < (int64_t{1} << 31),
-              "mlstm sm90 forward: B, NH and S must each be in [1, 2^31) (TMA extents), got B = ",
-              p.B, ", NH = ", p.NH, ", S = ", p.S);
+  check_tma_extents("mlstm sm90 forward", p.B, p.NH, p.S);
   const bool bf16 = p.is_bf16;
   switch (p.DQK) {
     case 64: bf16 ? run_mlstm_fwd_sm90_<true, 64>(p, stream) : run_mlstm_fwd_sm90_<false, 64>(p, stream); break;
