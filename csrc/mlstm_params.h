@@ -38,6 +38,10 @@ struct MlstmForwardParams {
   float* m_rows_ptr = nullptr;
   float* norm_rows_ptr = nullptr;
 
+  // One int, zero before the launch: the sm90 kernel's persistent CTAs claim work
+  // items from it (the other families ignore it).
+  int* work_counter = nullptr;
+
   int64_t B = 0, NH = 0, S = 0;
   int DQK = 0, DV = 0;
   float eps = 1e-6f;

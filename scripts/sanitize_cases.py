@@ -2,6 +2,8 @@
 compute-sanitizer (memcheck, racecheck) in scripts/gpu_check.sh. B=1, NH=2, S=100 (not
 a multiple of any tile), with and without initial state (and final-state gradients),
 with the parallel algorithm and the chunkwise one (chunks of 32: a padded last chunk).
+Then one run with NH=300 heads (S=40) per family: more work items than SMs, so each
+persistent sm90 CTA takes several.
     python scripts/sanitize_cases.py [parallel|chunkwise ...] [sm90|sm80|sm75 ...]
 (default: both algorithms, every family the GPU runs)"""
 import sys
@@ -39,3 +41,18 @@ for family in runnable_families():
                 torch.cuda.synchronize()
             print(family, dtype, dqk, dv, xlstm_cuda.selected_kernel(q, v, "parallel", family),
                   xlstm_cuda.selected_backward_kernel(q, v, "parallel", family))
+
+for family in runnable_families():
+    if FAMILIES and family not in FAMILIES or ALGORITHMS and "parallel" not in ALGORITHMS:
+        continue
+    dtype = FAMILY_DTYPES[family][0]
+    q, k = (torch.randn(1, 300, 40, 64, device="cuda", dtype=dtype) for _ in range(2))
+    v = torch.randn(1, 300, 40, 128, device="cuda", dtype=dtype)
+    i, f = torch.randn(1, 300, 40, device="cuda"), torch.randn(1, 300, 40, device="cuda") + 3
+    backward = "_backward" in xlstm_cuda.selected_backward_kernel(q, v, "parallel", family)
+    leaves = [t.clone().requires_grad_(backward) for t in (q, k, v, i, f)]
+    h = xlstm_cuda.mlstm(*leaves, algorithm="parallel", backend=family)
+    if backward:
+        torch.autograd.grad((h.float() ** 2).sum(), leaves)
+    torch.cuda.synchronize()
+    print(family, dtype, "NH 300 S 40 (many work items)")

@@ -221,6 +221,19 @@ def test_odd_batch_and_head_counts(backend, dtype):
     assert_outputs_close(out, ref64, ref_lowp, with_states=True)
 
 
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_many_work_items_per_cta(backend, dtype):
+    """B * NH * ceil(S / 128) = 480 row tiles: the persistent sm90 kernel's CTAs take
+    several work items each (pipeline and barrier phases carried across items)."""
+    _skip_unsupported(backend, dtype, "parallel")
+    x = _cuda_inputs(300, 64, 128, dtype, True, seed=16, B=4, NH=40)
+    ref64, ref_lowp = reference_pair(x, return_last_states=True)
+    poison_cuda_allocator()
+    out = mlstm(**x, return_last_states=True, backend=backend, algorithm="parallel")
+    assert_outputs_close(out, ref64, ref_lowp, with_states=True)
+
+
 @pytest.mark.parametrize("family", KERNEL_FAMILY_PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("DQK", [64, 128, 256])

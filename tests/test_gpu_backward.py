@@ -128,6 +128,19 @@ def test_backward_kernel_gate_regimes(dtype, gates, request):
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
+@pytest.mark.parametrize("DQK,DV", [(64, 128), (128, 256)])
+def test_many_work_items_per_cta(dtype, DQK, DV):
+    """The sm90 kernels are persistent (one CTA per SM claims work items from a counter):
+    B * NH * ceil(S / 128) = 480 items here, several per CTA on any GPU, so each CTA
+    carries its pipeline and barrier phases across items of different lengths."""
+    seed = seed_for("gpu_many_items", str(dtype), DQK, DV)
+    x = _inputs(300, DQK, DV, dtype, True, seed, B=4, NH=40)
+    _require_kernel(x, "auto")
+    gh, gc, gn = _cotangents(x, seed + 1, final_state_grads=True)
+    _check_against_reference(x, gh, gc, gn, algorithm="parallel")
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 def test_final_state_grads_without_initial_state(dtype):
     seed = seed_for("gpu_bwd_final_only", str(dtype))
     x = _inputs(200, 128, 128, dtype, False, seed)

@@ -53,6 +53,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   }
   p.m_rows_ptr = m_rows.data_ptr<float>();
   p.norm_rows_ptr = norm_rows.data_ptr<float>();
+  const at::Tensor work_counter = at::zeros({1}, q.options().dtype(at::kInt));
+  p.work_counter = work_counter.data_ptr<int>();
   p.B = B; p.NH = NH; p.S = S;
   p.DQK = static_cast<int>(DQK); p.DV = static_cast<int>(DV);
   p.eps = static_cast<float>(eps);

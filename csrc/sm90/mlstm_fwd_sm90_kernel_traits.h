@@ -26,7 +26,7 @@ struct TileTraits {
   static constexpr int kBlockDV = kBlockDV_;
   static constexpr int kBlockM = xlstm_sm90::kBlockM;
   static constexpr int kBlockN = tile_block_n(kDQK, kBlockDV);
-  static constexpr int kStages = xlstm_sm90::kStages;
+  static constexpr int kStages = tile_stages(kDQK, kBlockDV, kBlockN);
   static constexpr int kNumMmaWarpGroups = kBlockM / 64;
   static constexpr int kNumMmaThreads = kNumMmaWarpGroups * 128;
   static constexpr int kNumThreads = kNumMmaThreads + 128;  // + one producer warpgroup
@@ -138,7 +138,9 @@ struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
     float col_min[kNumMmaWarpGroups][2][kBlockN / 32];
     double f_ref[kNumMmaWarpGroups][2];
     typename MainloopPipeline::SharedStorage pipeline;
-    cutlass::arch::ClusterTransactionBarrier barrier_q;
+    int work[2];  // work item ids, by item parity (see the kernel)
+    cutlass::arch::ClusterTransactionBarrier barrier_q;  // Q of an item has arrived ...
+    cutlass::arch::ClusterBarrier barrier_q_empty;       // ... and been read
   };
 
   struct Params {

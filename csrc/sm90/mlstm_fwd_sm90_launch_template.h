@@ -2,9 +2,13 @@
 // picks the DV tile and launches. Included only by the instantiation files.
 #pragma once
 
+#include <algorithm>
+#include <climits>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 
+#include "../cuda_device_info.h"
 #include "mlstm_fwd_sm90_api.h"
 #include "mlstm_fwd_sm90_kernel.h"
 
@@ -21,10 +25,15 @@ void launch_mlstm_fwd_sm90_schedule(const MlstmForwardParams& p, cudaStream_t st
   auto kernel = mlstm_fwd_sm90_kernel<Traits>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(kSmem)));
-  const int64_t num_ctas = p.B * p.NH * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) *
-                           (p.DV / kBlockDV);
-  TORCH_CHECK(num_ctas < (int64_t{1} << 31), "mlstm sm90 forward: B * NH * ceil(S / ",
-              Traits::kBlockM, ") * DV slices = ", num_ctas, " exceeds the grid limit 2^31 - 1");
+  // Persistent: at most one CTA per SM (a CTA fills an SM's shared memory anyway).
+  const int64_t num_work = fwd_num_work<Traits>(p);
+  if (num_work == 0) return;
+  TORCH_CHECK(p.work_counter != nullptr, "mlstm sm90 forward: no work counter given");
+  TORCH_CHECK(num_work < INT_MAX, "mlstm sm90 forward: B * NH * ceil(S / ", Traits::kBlockM,
+              ") * DV slices = ", num_work, " work items exceed the limit 2^31 - 1");
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const int64_t num_ctas = std::min<int64_t>(num_work, xlstm::cuda_multiprocessor_count(device));
   const dim3 grid(static_cast<unsigned>(num_ctas));
   kernel<<<grid, Traits::kNumThreads, kSmem, stream>>>(params);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

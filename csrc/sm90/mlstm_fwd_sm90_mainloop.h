@@ -51,9 +51,12 @@ struct CollectiveMainloop {
   static constexpr uint32_t kBarrierColumnsWG0 = 1;
   static constexpr uint32_t kBarrierSchedWG0 = 3;
 
-  // Producer: a single thread issues every TMA.
+  // Producer of one work item: a single thread issues every TMA (Q, then the K/V
+  // tiles through the pipeline, whose state `write` runs on across items). The caller
+  // has made sure the consumers are done reading the previous item's Q.
   CUTLASS_DEVICE static void load(Params const& params, SharedStorage& storage,
-                                  MainloopPipeline& pipeline, TileCoord const& tile) {
+                                  MainloopPipeline& pipeline, PipelineState& write,
+                                  TileCoord const& tile) {
     const MlstmForwardParams& p = params.p;
     const auto shape_qk = make_shape(static_cast<int>(p.S), static_cast<int>(kDQK), static_cast<int>(p.NH),
                                      static_cast<int>(p.B));
@@ -81,7 +84,7 @@ struct CollectiveMainloop {
 
     storage.barrier_q.arrive_and_expect_tx(Traits::kTmaBytesQ);
     copy(params.tma_q.with(reinterpret_cast<uint64_t&>(storage.barrier_q), 0), tQgQ, tQsQ);
-    PipelineState write = cutlass::make_producer_start_state<MainloopPipeline>();
+#pragma unroll 1
     for (int n = 0; n < tile.n_block_max; ++n) {
       pipeline.producer_acquire(write);
       uint64_t* full = pipeline.producer_get_barrier(write);
@@ -91,13 +94,17 @@ struct CollectiveMainloop {
     }
   }
 
-  // Consumer: thread_idx in [0, kNumMmaThreads). Leaves the unnormalized O, the
-  // running max m and this thread's partial sums of b in registers.
+  // Consumer of one work item whose Q has arrived: thread_idx in [0, kNumMmaThreads).
+  // Leaves the unnormalized O, the running max m and this thread's partial sums of b
+  // in registers. `read` (pipeline) and `step` (key tiles consumed so far, the parity
+  // of the column-term buffers) run on across items. Arrives on barrier_q_empty as
+  // soon as the last S WGMMA has read Q, so the next item's Q loads under this item's
+  // last tile and epilogue.
   template <class FrgO>
   CUTLASS_DEVICE static void mma(Params const& params, SharedStorage& storage,
-                                 MainloopPipeline& pipeline, TileCoord const& tile,
-                                 int thread_idx, FrgO& tOrO, float (&m_run)[2],
-                                 float (&b_run)[2]) {
+                                 MainloopPipeline& pipeline, PipelineState& read, int& step,
+                                 TileCoord const& tile, int thread_idx, FrgO& tOrO,
+                                 float (&m_run)[2], float (&b_run)[2]) {
     const MlstmForwardParams& p = params.p;
     const int64_t S = p.S;
     const int wg = thread_idx / 128, tid_wg = thread_idx % 128, lane = thread_idx % 32;
@@ -161,8 +168,6 @@ struct CollectiveMainloop {
     };
     prefetch_columns(0);
 
-    storage.barrier_q.wait(0);
-
     // Initial state: O = q̂ C0 and b = q̂ · n0 (weight exp(F_t + m0 - m) = 1 while m
     // is still the state column), fp32 FMAs on the fp32 state.
     if (p.has_c0 || p.has_n0) {
@@ -220,7 +225,7 @@ struct CollectiveMainloop {
     // pending makes ptxas serialize the WGMMAs).
     float alpha[2], row_exp[2];  // row_exp: log2 of exp(row_off - m_new) / sqrt(DQK)
     auto prepare_tile = [&](int n) {
-      const int buf = n & 1;
+      const int buf = (step + n) & 1;
       const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
       if (tid_wg < kBlockN) {
         const float c = j0 + tid_wg < S ? static_cast<float>(pf_f - pf_ref) - pf_i : INFINITY;
@@ -250,11 +255,13 @@ struct CollectiveMainloop {
       } else {
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
+          const int64_t d = t_row[x] - j0;  // visible columns: cl <= lim (tile-local)
+          const int lim = d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
           float mx = -INFINITY;
           CUTLASS_PRAGMA_UNROLL
           for (int c = 0; c < size<1>(tSrS_rc); ++c) {
             const int cl = get<1>(tScS_rc(x, c));
-            mx = j0 + cl <= t_row[x] ? fmaxf(mx, row_off[x] - col[cl]) : mx;
+            mx = cl <= lim ? fmaxf(mx, row_off[x] - col[cl]) : mx;
           }
           m_new[x] = fmaxf(m_run[x], quad_max(mx));
         }
@@ -267,12 +274,24 @@ struct CollectiveMainloop {
         row_exp[x] = (row_off[x] - m_new[x]) * kLog2e + kLog2Scale;
       }
     };
-    // S -> P in place (fp32), b += rowsum P. Branch-free apart from the CTA-uniform
-    // tile_masked, so it may run while the previous tile's P V WGMMA is in flight.
-    auto softmax = [&](int n) {
-      const float* col = storage.col[wg][n & 1];
-      const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
-      const bool masked = tile_masked(n);
+    // S -> P in place (fp32), b += rowsum P. Two straight-line instances, picked by the
+    // CTA-uniform tile_masked (so either may run while the previous tile's P V WGMMA is
+    // in flight): a runtime mask flag inside the loop gets if-converted by the compiler
+    // into per-element compares and selects on every tile (+60 % instructions).
+    auto softmax_tile = [&](int n, auto masked_c) {
+      constexpr bool kMasked = decltype(masked_c)::value;
+      const float* col = storage.col[wg][(step + n) & 1];
+      // Diagonal tile: column cl is visible to row x iff cl <= lim[x] (tile-local,
+      // 32-bit; columns at or past S have an infinite column term and give 0 anyway).
+      int lim[2];
+      if constexpr (kMasked) {
+        const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
+        CUTLASS_PRAGMA_UNROLL
+        for (int x = 0; x < 2; ++x) {
+          const int64_t d = t_row[x] - j0;
+          lim[x] = d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
+        }
+      }
       CUTLASS_PRAGMA_UNROLL
       for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
         const int cl = get<1>(tScS_rc(0, c));
@@ -283,12 +302,16 @@ struct CollectiveMainloop {
           CUTLASS_PRAGMA_UNROLL
           for (int e = 0; e < 2; ++e) {
             float pv = tSrS_rc(x, c + e) * exp2f(fmaf(cv2[e], -kLog2e, row_exp[x]));
-            if (masked) pv = j0 + cl + e <= t_row[x] ? pv : 0.f;
+            if constexpr (kMasked) pv = cl + e <= lim[x] ? pv : 0.f;
             tSrS_rc(x, c + e) = pv;
             b_run[x] += pv;
           }
         }
       }
+    };
+    auto softmax = [&](int n) {
+      if (tile_masked(n)) softmax_tile(n, cute::true_type{});
+      else softmax_tile(n, cute::false_type{});
     };
     auto rescale_o = [&]() {
       CUTLASS_PRAGMA_UNROLL
@@ -303,6 +326,11 @@ struct CollectiveMainloop {
       cutlass::NumericArrayConverter<Element, float, kN> convert;
       *reinterpret_cast<cutlass::Array<Element, kN>*>(tOrP.data()) =
           convert(*reinterpret_cast<const cutlass::Array<float, kN>*>(tSrS.data()));
+    };
+
+    const int n_last = tile.n_block_max - 1;
+    auto release_q_after = [&](int n) {
+      if (n == n_last) storage.barrier_q_empty.arrive();
     };
 
     // Ping-pong between the two consumer warpgroups (FA3's warp scheduler barrier):
@@ -322,7 +350,6 @@ struct CollectiveMainloop {
       // Tile 0, then a software pipeline (FA3's intra-warpgroup overlap): the WGMMA of
       // S_n and that of P_{n-1} V_{n-1} are issued back to back, and the exponentials of
       // tile n run while the tensor cores still work on P_{n-1} V_{n-1}.
-      PipelineState read;
       prepare_tile(0);
       pipeline.consumer_wait(read);
       scheduler_sync();
@@ -330,6 +357,7 @@ struct CollectiveMainloop {
       scheduler_arrive();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
+      release_q_after(0);
       rescale_o();  // the initial state's O
       softmax(0);
       convert_p();
@@ -344,6 +372,7 @@ struct CollectiveMainloop {
         scheduler_arrive();
         warpgroup_wait<1>();  // S_n done, P_{n-1} V_{n-1} may still run
         warpgroup_fence_operand(tSrS);
+        release_q_after(n);
         softmax(n);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
@@ -362,7 +391,6 @@ struct CollectiveMainloop {
     } else {
       // Serial schedules: S, softmax, P V one after the other (ping-pong, if on, orders
       // the S WGMMAs of the two warpgroups).
-      PipelineState read;
       for (int n = 0; n < tile.n_block_max; ++n) {
         prepare_tile(n);
         pipeline.consumer_wait(read);
@@ -371,6 +399,7 @@ struct CollectiveMainloop {
         scheduler_arrive();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
+        release_q_after(n);
         rescale_o();
         softmax(n);
         convert_p();
@@ -383,6 +412,7 @@ struct CollectiveMainloop {
     }
     // Take warpgroup 1's last arrival so that no named barrier is left half-arrived.
     if (kPingPong && wg == 0) scheduler_sync();
+    step += tile.n_block_max;
   }
 };
 

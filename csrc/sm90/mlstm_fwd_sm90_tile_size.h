@@ -16,7 +16,17 @@
 namespace xlstm_sm90 {
 
 constexpr int kBlockM = 128;
-constexpr int kStages = 2;
+
+// K/V pipeline depth: 3 stages where Q + 3 K/V stages fit the 227 KB of shared memory
+// (all tiles but DQK = 256 with a 256-wide DV tile), else 2. Two consumer warpgroups
+// release a stage only when both are done with it, so with 2 stages the next tile's
+// load has about half a tile's compute time to arrive from L2.
+constexpr int kSmemLimitBytes = 227 * 1024;
+constexpr int kSmemExtraBytes = 2560;  // column terms (2.1 KB), barriers, work ids
+constexpr int tile_stages(int dqk, int block_dv, int block_n) {
+  return 2 * (kBlockM * dqk + 3 * block_n * (dqk + block_dv)) + kSmemExtraBytes <= kSmemLimitBytes
+             ? 3 : 2;
+}
 
 constexpr int tile_block_dv(int dv) { return dv < 256 ? dv : 256; }
 
