@@ -90,20 +90,26 @@ auto make_tma_v(const MlstmForwardParams& p) {
                        Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
 }
 
-// Consumer schedules (kSchedule in the launch template picks one). Measured on an
-// H100, bf16, NH 32, DQK = DV = 128, B*S = 65536, S = 1024 / 4096 / 16384:
-//   kSerialPingPong (default, "pingpong"): per tile S = QK^T, softmax, O += PV one
-//       after the other; FA3's warp-scheduler barrier orders the S WGMMAs of the two
-//       consumer warpgroups so one's exponentials run under the other's MMAs.
-//       1.91 / 5.51 / 19.5 ms.
-//   kSerial ("serial"): the same without the barrier. 2.04 / 5.77 / 21.0 ms.
-//   kOverlapPingPong ("overlap"): FA3's intra-warpgroup overlap (S_n and
-//       P_{n-1}V_{n-1} issued together, exponentials of tile n under the latter) plus
-//       ping-pong. 2.38 / 7.19 / 26.7 ms: it keeps P_{n-1} live next to S_n and O,
-//       which spills at the 168 registers ptxas allots per thread.
+// Consumer schedules (tile_overlap_schedule in mlstm_fwd_sm90_tile_size.h picks one
+// per tile). H100, bf16, B*S = 65536, persistent kernel with 3 K/V stages where they fit
+// (session 5, benchmarks/NOTES.md), ms serial ping-pong / overlap:
+//   kSerialPingPong: per tile S = QK^T, exponentials, O += PV one after the other;
+//       FA3's warp-scheduler barrier orders the S WGMMAs of the two consumer
+//       warpgroups so one's exponentials run under the other's MMAs. Kept where it is
+//       faster: DQK/DV 128/128 (S 1024: 1.79 / 2.14, S 4096: 4.95 / 6.03; the 128-wide S
+//       and O tiles plus the overlap's live P leave the exponentials too few registers)
+//       and 256/256 (two stages only: 5.45 / 6.18 at S 4096).
+//   kOverlapPingPong: FA3's intra-warpgroup overlap (S_n and P_{n-1}V_{n-1} issued
+//       together, exponentials of tile n under the latter) plus ping-pong. Faster for
+//       the other tiles measured, S 4096: 128/256 4.45 -> 4.23, 64/256 4.08 -> 3.69,
+//       256/128 4.22 -> 3.71, 64/64 2.08 -> 1.88, 256/64 3.66 -> 3.35.
+//   kSerial: serial without the barrier (slower than kSerialPingPong, session 1).
+//   Issuing P_{n-1}V_{n-1} and S_n together under the barrier and waiting for both
+//   (FA3's ping-pong without overlap) measured 14 % slower than kSerialPingPong at
+//   128/128 (2.05 vs 1.79 ms at S 1024) and was dropped.
 enum class Schedule { kSerial = 0, kSerialPingPong = 1, kOverlapPingPong = 2 };
 
-template <typename Element_, int kDQK_, int kBlockDV_, Schedule kSchedule_ = Schedule::kSerialPingPong>
+template <typename Element_, int kDQK_, int kBlockDV_, Schedule kSchedule_>
 struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
   using Base = TileTraits<Element_, kDQK_, kBlockDV_>;
   static constexpr Schedule kSchedule = kSchedule_;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
@@ -39,12 +40,13 @@ void launch_mlstm_fwd_sm90_schedule(const MlstmForwardParams& p, cudaStream_t st
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The consumer schedule is a compile-time choice; Schedule in
-// mlstm_fwd_sm90_kernel_traits.h records what each one measured.
-constexpr Schedule kSchedule = Schedule::kSerialPingPong;
-
+// The consumer schedule is a compile-time choice per tile (tile_overlap_schedule);
+// Schedule in mlstm_fwd_sm90_kernel_traits.h records what each one measured.
 template <class Element, int kDQK, int kBlockDV>
 void launch_mlstm_fwd_sm90(const MlstmForwardParams& p, cudaStream_t stream) {
+  constexpr Schedule kSchedule = tile_overlap_schedule(kDQK, kBlockDV)
+                                     ? Schedule::kOverlapPingPong
+                                     : Schedule::kSerialPingPong;
   launch_mlstm_fwd_sm90_schedule<Element, kDQK, kBlockDV, kSchedule>(p, stream);
 }
 

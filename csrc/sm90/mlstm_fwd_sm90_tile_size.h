@@ -34,4 +34,13 @@ constexpr int tile_block_n(int dqk, int block_dv) {
   return (block_dv <= 128 && dqk <= 128) ? 128 : 64;
 }
 
+// Consumer schedule (see Schedule in mlstm_fwd_sm90_kernel_traits.h for the
+// measurements): FA3's intra-warpgroup overlap where a third K/V stage gives the
+// loads slack and the 128-wide S tile is not next to a 128-wide O (there the overlap's
+// extra live P tile starves the exponentials of registers); else the serial schedule.
+constexpr bool tile_overlap_schedule(int dqk, int block_dv) {
+  const int block_n = tile_block_n(dqk, block_dv);
+  return tile_stages(dqk, block_dv, block_n) >= 3 && !(block_n == 128 && block_dv >= 128);
+}
+
 }  // namespace xlstm_sm90
