@@ -223,12 +223,24 @@ struct CollectiveMainloop {
     // offsets. They depend on positions and gates only, not on S. All divergent work
     // lives here, where no WGMMA is in flight (a divergent branch while one is
     // pending makes ptxas serialize the WGMMAs).
-    float alpha[2], row_exp[2];  // row_exp: log2 of exp(row_off - m_new) / sqrt(DQK)
+    //
+    // Below the diagonal (unmasked tiles) the decay factors into a row part and a
+    // column part, both <= 1 with cmin = min_j col_j of the tile:
+    //   exp(row_off - col_j - m_new) = exp(row_off - cmin - m_new) * exp(cmin - col_j),
+    // so the exponentials are one per row (row_fac) and one per column (each column's
+    // factor replaces its term in smem after the first barrier; a second barrier
+    // publishes them) instead of one per element. A factor that flushes to zero
+    // bounds an exact weight that is itself below 2^-126 of the running maximum.
+    // Diagonal tiles keep one exponential per element (row_exp), where the masked
+    // columns must not enter the maximum.
+    float alpha[2], row_exp[2], row_fac[2];
     auto prepare_tile = [&](int n) {
       const int buf = (step + n) & 1;
       const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
+      float my_col = INFINITY;  // this thread's column term (tid_wg < kBlockN)
       if (tid_wg < kBlockN) {
         const float c = j0 + tid_wg < S ? static_cast<float>(pf_f - pf_ref) - pf_i : INFINITY;
+        my_col = c;
         storage.col[wg][buf][tid_wg] = c;
         float mn = c;
         CUTLASS_PRAGMA_UNROLL
@@ -251,7 +263,13 @@ struct CollectiveMainloop {
         CUTLASS_PRAGMA_UNROLL
         for (int w = 1; w < kBlockN / 32; ++w) cmin = fminf(cmin, storage.col_min[wg][buf][w]);
         CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) m_new[x] = fmaxf(m_run[x], row_off[x] - cmin);
+        for (int x = 0; x < 2; ++x) {
+          m_new[x] = fmaxf(m_run[x], row_off[x] - cmin);
+          row_fac[x] = exp2f((row_off[x] - cmin - m_new[x]) * kLog2e + kLog2Scale);
+        }
+        // Every thread is past the first barrier: no one reads the raw terms any more.
+        if (tid_wg < kBlockN) storage.col[wg][buf][tid_wg] = exp2f((cmin - my_col) * kLog2e);
+        named_barrier_sync(kBarrierColumnsWG0 + wg, 128);
       } else {
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
@@ -277,36 +295,57 @@ struct CollectiveMainloop {
     // S -> P in place (fp32), b += rowsum P. Two straight-line instances, picked by the
     // CTA-uniform tile_masked (so either may run while the previous tile's P V WGMMA is
     // in flight): a runtime mask flag inside the loop gets if-converted by the compiler
-    // into per-element compares and selects on every tile (+60 % instructions).
+    // into per-element compares and selects on every tile.
     auto softmax_tile = [&](int n, auto masked_c) {
       constexpr bool kMasked = decltype(masked_c)::value;
-      const float* col = storage.col[wg][(step + n) & 1];
-      // Diagonal tile: column cl is visible to row x iff cl <= lim[x] (tile-local,
-      // 32-bit; columns at or past S have an infinite column term and give 0 anyway).
-      int lim[2];
+      const float* col = storage.col[wg][(step + n) & 1];  // terms, or factors if unmasked
       if constexpr (kMasked) {
+        // Column cl is visible to row x iff cl <= lim[x] (tile-local, 32-bit; columns
+        // at or past S have an infinite column term and give 0 anyway).
         const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
+        int lim[2];
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
           const int64_t d = t_row[x] - j0;
           lim[x] = d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
         }
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
-        const int cl = get<1>(tScS_rc(0, c));
-        const float2 cv = *reinterpret_cast<const float2*>(col + cl);
-        const float cv2[2] = {cv.x, cv.y};
         CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) {
+        for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
+          const int cl = get<1>(tScS_rc(0, c));
+          const float2 cv = *reinterpret_cast<const float2*>(col + cl);
+          const float cv2[2] = {cv.x, cv.y};
           CUTLASS_PRAGMA_UNROLL
-          for (int e = 0; e < 2; ++e) {
-            float pv = tSrS_rc(x, c + e) * exp2f(fmaf(cv2[e], -kLog2e, row_exp[x]));
-            if constexpr (kMasked) pv = cl + e <= lim[x] ? pv : 0.f;
-            tSrS_rc(x, c + e) = pv;
-            b_run[x] += pv;
+          for (int x = 0; x < 2; ++x) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int e = 0; e < 2; ++e) {
+              float pv = tSrS_rc(x, c + e) * exp2f(fmaf(cv2[e], -kLog2e, row_exp[x]));
+              pv = cl + e <= lim[x] ? pv : 0.f;
+              tSrS_rc(x, c + e) = pv;
+              b_run[x] += pv;
+            }
           }
         }
+      } else {
+        // P = (S * col factor) * row factor; b += row factor * sum(S * col factor),
+        // summed in two interleaved partial sums per row (shorter add chains).
+        float part[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+        CUTLASS_PRAGMA_UNROLL
+        for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
+          const int cl = get<1>(tScS_rc(0, c));
+          const float2 cf = *reinterpret_cast<const float2*>(col + cl);
+          const float cf2[2] = {cf.x, cf.y};
+          CUTLASS_PRAGMA_UNROLL
+          for (int x = 0; x < 2; ++x) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int e = 0; e < 2; ++e) {
+              const float sc = tSrS_rc(x, c + e) * cf2[e];
+              part[x][e] += sc;
+              tSrS_rc(x, c + e) = sc * row_fac[x];
+            }
+          }
+        }
+        CUTLASS_PRAGMA_UNROLL
+        for (int x = 0; x < 2; ++x) b_run[x] = fmaf(row_fac[x], part[x][0] + part[x][1], b_run[x]);
       }
     };
     auto softmax = [&](int n) {
