@@ -228,8 +228,8 @@ struct CollectiveMainloop {
     // column part, both <= 1 with cmin = min_j col_j of the tile:
     //   exp(row_off - col_j - m_new) = exp(row_off - cmin - m_new) * exp(cmin - col_j),
     // so the exponentials are one per row (row_fac) and one per column (each column's
-    // factor replaces its term in smem after the first barrier; a second barrier
-    // publishes them) instead of one per element. A factor that flushes to zero
+    // factor replaces its term in smem after the first barrier) instead of one per
+    // element. A factor that flushes to zero
     // bounds an exact weight that is itself below 2^-126 of the running maximum.
     // Diagonal tiles keep one exponential per element (row_exp), where the masked
     // columns must not enter the maximum.
@@ -268,8 +268,13 @@ struct CollectiveMainloop {
           row_fac[x] = exp2f((row_off[x] - cmin - m_new[x]) * kLog2e + kLog2Scale);
         }
         // Every thread is past the first barrier: no one reads the raw terms any more.
+        // The factors are read after the warpgroup's next bar.sync: the ping-pong
+        // scheduler barrier before the S WGMMA (all 128 threads of this warpgroup sync
+        // on it), or this one without ping-pong.
         if (tid_wg < kBlockN) storage.col[wg][buf][tid_wg] = exp2f((cmin - my_col) * kLog2e);
-        named_barrier_sync(kBarrierColumnsWG0 + wg, 128);
+        if constexpr (Traits::kSchedule == Schedule::kSerial) {
+          named_barrier_sync(kBarrierColumnsWG0 + wg, 128);
+        }
       } else {
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
