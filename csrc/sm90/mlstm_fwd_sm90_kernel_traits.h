@@ -139,7 +139,8 @@ struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
     array_aligned<Element, cosize_v<SmemLayoutK>, 1024> smem_k;
     array_aligned<Element, cosize_v<SmemLayoutV>, 1024> smem_v;
     // Per consumer warpgroup, double-buffered by tile parity: the column term
-    // F_j - F_j0 - i_j of each key, its minimum (per 32 keys) and F_j0.
+    // F_j - F_j0 - i_j of each key (in unmasked tiles replaced by its factor
+    // exp(min - term) once the minimum is known), its minimum (per 32 keys) and F_j0.
     float col[kNumMmaWarpGroups][2][kBlockN];
     float col_min[kNumMmaWarpGroups][2][kBlockN / 32];
     double f_ref[kNumMmaWarpGroups][2];
