@@ -68,9 +68,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     cute::prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
     cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
   }
-  if (threadIdx.x == 0) storage.barrier_q.init(/*arrive_count=*/1);
-
-  if (threadIdx.x == 0) storage.barrier_q_empty.init(/*arrive_count=*/Traits::kNumMmaThreads);
+  if (threadIdx.x == 0) {
+    storage.barrier_q.init(/*arrive_count=*/1);
+    storage.barrier_q_empty.init(/*arrive_count=*/Traits::kNumMmaThreads);
+  }
 
   MainloopPipeline pipeline = make_tma_pipeline<MainloopPipeline>(
       storage.pipeline, Traits::kTmaBytesKV, Traits::kNumMmaThreads);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>

@@ -234,6 +234,12 @@ struct CollectiveMainloop {
     // Diagonal tiles keep one exponential per element (row_exp), where the masked
     // columns must not enter the maximum.
     float alpha[2], row_exp[2], row_fac[2];
+    // Diagonal tile n: column cl (tile-local) is visible to row x iff cl <= limit
+    // (32-bit compares; columns at or past S have an infinite column term and give 0).
+    auto visible_limit = [&](int n, int x) {
+      const int64_t d = t_row[x] - static_cast<int64_t>(n) * kBlockN;
+      return d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
+    };
     auto prepare_tile = [&](int n) {
       const int buf = (step + n) & 1;
       const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
@@ -278,8 +284,7 @@ struct CollectiveMainloop {
       } else {
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
-          const int64_t d = t_row[x] - j0;  // visible columns: cl <= lim (tile-local)
-          const int lim = d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
+          const int lim = visible_limit(n, x);
           float mx = -INFINITY;
           CUTLASS_PRAGMA_UNROLL
           for (int c = 0; c < size<1>(tSrS_rc); ++c) {
@@ -305,15 +310,7 @@ struct CollectiveMainloop {
       constexpr bool kMasked = decltype(masked_c)::value;
       const float* col = storage.col[wg][(step + n) & 1];  // terms, or factors if unmasked
       if constexpr (kMasked) {
-        // Column cl is visible to row x iff cl <= lim[x] (tile-local, 32-bit; columns
-        // at or past S have an infinite column term and give 0 anyway).
-        const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
-        int lim[2];
-        CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) {
-          const int64_t d = t_row[x] - j0;
-          lim[x] = d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
-        }
+        const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
         CUTLASS_PRAGMA_UNROLL
         for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
           const int cl = get<1>(tScS_rc(0, c));
