@@ -158,7 +158,9 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const auto dt = q.scalar_type();
   const at::Tensor o_init =
       state_rows_on_host
-          ? gemm_f32(gemm_operand(in.q, dt), gemm_operand(st.c, dt, at::Tensor(), scale)).contiguous()
+          ? gemm_f32(gemm_operand(in.q, dt),
+                     gemm_operand(st.c, dt, at::Tensor(), scale).rounded_once())
+                .contiguous()
           : at::Tensor();
   auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
                                                      st.m, eps, launch, o_init);

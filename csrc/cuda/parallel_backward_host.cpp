@@ -100,8 +100,8 @@ FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const
   t.g = (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).contiguous();
   if (dcS.defined()) {
     const GemmOperand dc = gemm_operand(dcS, dt);
-    t.dk_x = gemm_f32(gemm_operand(v, dt), dc.t());
-    t.dv_x = gemm_f32(gemm_operand(k, dt), dc);
+    t.dk_x = gemm_f32(gemm_operand(v, dt), dc.t());  // also feeds dI through k . dk_x
+    t.dv_x = gemm_f32(gemm_operand(k, dt), dc.rounded_once());  // feeds dv only
   }
   auto [k_dkx, k_dn] = row_dots(k, t.dk_x, dnS);  // k_j . (dC_S v_j), k_j . dn_S
   t.di_add = t.g * (k_dkx + k_dn);

@@ -102,6 +102,12 @@ GemmOperand GemmOperand::t() const {
   return o;
 }
 
+GemmOperand GemmOperand::rounded_once() const {
+  GemmOperand o = *this;
+  o.lo = at::Tensor();
+  return o;
+}
+
 GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
                          const at::Tensor& row_scale, double scale) {
   GemmOperand o;
