@@ -118,12 +118,8 @@ ChunkStates chunk_states(const ChunkedInputs& in, const std::optional<at::Tensor
   const at::Tensor g = (log_to_end - m_end_d.unsqueeze(-1)).exp().to(at::kFloat);  // (B,NH,N,L)
 
   // Each chunk's own addition to the state leaving it: sum_j g_j k_j v_j^T and sum_j g_j k_j.
-  const at::Tensor k5 = in.k.reshape({B, NH, N, L, DQK});
-  const at::Tensor kv_add = gemm_f32(gemm_operand(k5, input_dtype, g).t(),
-                                     gemm_operand(in.v.reshape({B, NH, N, L, DV}), input_dtype));
-  const at::Tensor k_add =
-      gemm_f32(gemm_operand(g.unsqueeze(-2), input_dtype), gemm_operand(k5, input_dtype))
-          .squeeze(-2);  // (B, NH, N, DQK)
+  auto [kv_add, k_add] =
+      weighted_outer_sum(in.k, g.reshape({B, NH * N, L}), in.v, input_dtype, /*want_row_sum=*/true);
 
   ChunkStates st;
   st.carry = carry.reshape({B * NH, N}).contiguous();

@@ -68,7 +68,7 @@ InitialTerms initial_state_terms(const InitialState& st, const at::Tensor& q,
   t.row_add = t.dq_x_scale * st.q_dh_c + t.dq_y_scale * st.q_n;
   // dC0 = sum_t scale w0_t rden_t q_t dh_t^T, dn0 = sum_t scale w0_t db_t q_t.
   if (st.c.defined()) {
-    t.dc = gemm_f32(gemm_operand(q, dt, t.dq_x_scale).t(), gemm_operand(dh, dt));
+    t.dc = weighted_outer_sum(q, t.dq_x_scale, dh, dt, /*want_row_sum=*/false).first;
   }
   if (st.n.defined()) {
     t.dn = gemm_f32(gemm_operand(t.dq_y_scale.unsqueeze(-2), dt), gemm_operand(q, dt))

@@ -1,5 +1,7 @@
 #include "cuda/state_gemm.h"
 
+#include "cuda/scaled_outer_sum.h"
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -156,6 +158,22 @@ at::Tensor gemm_f32(const GemmOperand& a, const GemmOperand& b) {
 #else
   TORCH_CHECK(false, "xlstm: internal error: bf16 GEMM route without out_dtype support");
 #endif
+}
+
+std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const at::Tensor& r,
+                                                     const at::Tensor& b,
+                                                     at::ScalarType input_dtype,
+                                                     bool want_row_sum) {
+  if (input_dtype == at::kBFloat16 && a.dim() == 4 && scaled_outer_sum_supported(a, b)) {
+    return scaled_outer_sum(a, r, b, want_row_sum);
+  }
+  const at::Tensor outer = gemm_f32(gemm_operand(a, input_dtype, r).t(), gemm_operand(b, input_dtype));
+  at::Tensor row_sum;
+  if (want_row_sum) {
+    row_sum = gemm_f32(gemm_operand(r.unsqueeze(-2), input_dtype), gemm_operand(a, input_dtype))
+                  .squeeze(-2);
+  }
+  return {outer, row_sum};
 }
 
 std::pair<at::Tensor, at::Tensor> row_dots(const at::Tensor& a, const at::Tensor& x,

@@ -34,6 +34,15 @@ GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
 // a @ b in fp32: a (..., M, K), b (..., K, N) with equal leading dims.
 at::Tensor gemm_f32(const GemmOperand& a, const GemmOperand& b);
 
+// Per sequence (leading dims), sum_j r_j a_j b_j^T in fp32 and, with want_row_sum, also
+// sum_j r_j a_j: a (..., L, DA), b (..., L, DB) with unit last stride, r (..., L) fp32.
+// The fused kernel of scaled_outer_sum.h where it applies (bf16), else the GEMM route
+// above. Returns {sum of outer products (..., DA, DB), row sum (..., DA) or undefined}.
+std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const at::Tensor& r,
+                                                     const at::Tensor& b,
+                                                     at::ScalarType input_dtype,
+                                                     bool want_row_sum);
+
 // Per row r of a (..., R, D) (fp16/bf16 view, unit last stride), with G = R / group rows:
 //   dot_x[r] = a[r] . x[r]        x: fp32 contiguous like a, or undefined (-> 0)
 //   dot_y[r] = a[r] . y[r / group] y: fp32 contiguous (..., G, D), or undefined (-> 0)
