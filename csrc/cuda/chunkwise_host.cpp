@@ -152,11 +152,11 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const ChunkStates st = chunk_states(in, c0, n0, m0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   const auto dt = q.scalar_type();
+  // q̂_t C for every row; C rounded to bf16 once, as the kernel rounds P for P V (h is 16-bit).
   const at::Tensor o_init =
       state_rows_on_host
-          ? gemm_f32(gemm_operand(in.q, dt),
-                     gemm_operand(st.c, dt, at::Tensor(), scale).rounded_once())
-                .contiguous()
+          ? rows_times_state(in.q, st.c, /*transpose_state=*/false, scale, /*split=*/false, dt)
+                .out.contiguous()
           : at::Tensor();
   auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
                                                      st.m, eps, launch, o_init);

@@ -11,13 +11,16 @@ namespace xlstm {
 // The kernels move 16-byte vectors: the base pointer and every non-unit stride
 // must be 16-byte aligned and the last dim contiguous; otherwise they work on a
 // contiguous copy (strides are honoured, not copied, whenever they allow it).
-inline at::Tensor vector_aligned(const at::Tensor& t) {
+inline bool is_vector_aligned(const at::Tensor& t) {
   const int64_t elems16 = 16 / t.element_size();
   bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
   for (int64_t d = 0; d < t.dim() - 1 && ok; ++d) {
     ok = t.stride(d) % elems16 == 0 || t.size(d) == 1;
   }
-  return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+  return ok;
+}
+inline at::Tensor vector_aligned(const at::Tensor& t) {
+  return is_vector_aligned(t) ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
 // An optional state tensor as contiguous fp32, or an undefined tensor.

@@ -43,8 +43,15 @@ InitialState make_initial_state(const at::Tensor& dh, const at::Tensor& q,
   const at::Tensor m0d =
       m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
   st.w = (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
-  if (st.c.defined()) st.dh_c = gemm_f32(gemm_operand(dh, dt), gemm_operand(st.c, dt).t());
-  std::tie(st.q_dh_c, st.q_n) = row_dots(q, st.dh_c, st.n);
+  if (st.c.defined()) {  // dh_t C0^T, q_t . (dh_t C0^T), q_t . n0
+    StateRowProduct r = rows_times_state(dh, st.c, /*transpose_state=*/true, 1.0,
+                                         /*split=*/true, dt, q, st.n);
+    st.dh_c = r.out;
+    st.q_dh_c = r.dot_x;
+    st.q_n = r.dot_y;
+  } else {
+    std::tie(st.q_dh_c, st.q_n) = row_dots(q, at::Tensor(), st.n);
+  }
   return st;
 }
 
@@ -98,12 +105,18 @@ FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const
   const at::Tensor FS = fcum.narrow(-1, S - 1, 1);
   const at::Tensor mS = m_final.to(at::kDouble);
   t.g = (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).contiguous();
+  at::Tensor k_dkx, k_dn;  // k_j . (dC_S v_j), k_j . dn_S
   if (dcS.defined()) {
-    const GemmOperand dc = gemm_operand(dcS, dt);
-    t.dk_x = gemm_f32(gemm_operand(v, dt), dc.t());  // also feeds dI through k . dk_x
-    t.dv_x = gemm_f32(gemm_operand(k, dt), dc.rounded_once());  // feeds dv only
+    // dk_x also feeds dI through k . dk_x: dC_S split into hi + lo. dv_x feeds dv only.
+    StateRowProduct r = rows_times_state(v, dcS, /*transpose_state=*/true, 1.0,
+                                         /*split=*/true, dt, k, dnS);
+    t.dk_x = r.out;
+    k_dkx = r.dot_x;
+    k_dn = r.dot_y;
+    t.dv_x = rows_times_state(k, dcS, /*transpose_state=*/false, 1.0, /*split=*/false, dt).out;
+  } else {
+    std::tie(k_dkx, k_dn) = row_dots(k, at::Tensor(), dnS);
   }
-  auto [k_dkx, k_dn] = row_dots(k, t.dk_x, dnS);  // k_j . (dC_S v_j), k_j . dn_S
   t.di_add = t.g * (k_dkx + k_dn);
   const at::Tensor m0d = m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(mS);
   t.g0 = (FS + m0d - mS).exp().to(at::kFloat).squeeze(-1);

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "cuda/kernel_inputs.h"
+#include "cuda/mma_sm80.cuh"
 #include "cuda_device_info.h"
 
 namespace xlstm {
@@ -40,47 +42,9 @@ struct SwizzledTile {
     return row * kChunks + (chunk ^ (row & 7));
   }
   __device__ __forceinline__ uint32_t address(int row, int chunk) const {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(&data[index(row, chunk)]));
+    return smem_address(&data[index(row, chunk)]);
   }
 };
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&reg)[4], uint32_t addr) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(reg[0]), "=r"(reg[1]), "=r"(reg[2]), "=r"(reg[3])
-               : "r"(addr));
-#endif
-}
-
-// acc += A (16 x 16, bf16) * B (16 x 8, bf16), fp32 accumulation.
-__device__ __forceinline__ void mma_bf16(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// 16 bytes global -> shared, zero-filled when !valid.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
-#endif
-}
-__device__ __forceinline__ void cp_async_commit_and_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
-#endif
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo_half, float hi_half) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo_half, hi_half);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 template <int kBN>
 __global__ void __launch_bounds__(kThreads) scaled_outer_sum_kernel(const Params p) {
@@ -133,9 +97,7 @@ __global__ void __launch_bounds__(kThreads) scaled_outer_sum_kernel(const Params
         const float v1 = __bfloat162float(in[e + 1]) * r_reg[x];
         col_sum[e] += v0;
         col_sum[e + 1] += v1;
-        const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
-        hi[e / 2] = *reinterpret_cast<const uint32_t*>(&h);
-        lo[e / 2] = pack_bf16(v0 - __low2float(h), v1 - __high2float(h));
+        split_bf16x2(v0, v1, hi[e / 2], lo[e / 2]);
       }
       const int idx = SwizzledTile<kChunksA>::index(row, a_chunk);
       s_hi[stage].data[idx] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
@@ -178,10 +140,10 @@ __global__ void __launch_bounds__(kThreads) scaled_outer_sum_kernel(const Params
         ldmatrix_x4_trans(bq, s_b[stage].address(row, col / 8));
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
-          mma_bf16(acc[mi][2 * nj], a_hi[mi], bq[0], bq[1]);
-          mma_bf16(acc[mi][2 * nj + 1], a_hi[mi], bq[2], bq[3]);
-          mma_bf16(acc[mi][2 * nj], a_lo[mi], bq[0], bq[1]);
-          mma_bf16(acc[mi][2 * nj + 1], a_lo[mi], bq[2], bq[3]);
+          mma_bf16_16816(acc[mi][2 * nj], a_hi[mi], bq[0], bq[1]);
+          mma_bf16_16816(acc[mi][2 * nj + 1], a_hi[mi], bq[2], bq[3]);
+          mma_bf16_16816(acc[mi][2 * nj], a_lo[mi], bq[0], bq[1]);
+          mma_bf16_16816(acc[mi][2 * nj + 1], a_lo[mi], bq[2], bq[3]);
         }
       }
     }
@@ -233,15 +195,6 @@ __global__ void __launch_bounds__(kThreads) scaled_outer_sum_kernel(const Params
   }
 }
 
-bool aligned16(const at::Tensor& x) {
-  const int64_t last = x.dim() - 1;
-  if (x.stride(last) != 1 || reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0) return false;
-  for (int64_t d = 0; d < last; ++d) {
-    if (x.size(d) > 1 && x.stride(d) % 8 != 0) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 bool scaled_outer_sum_supported(const at::Tensor& a, const at::Tensor& b) {
@@ -249,7 +202,7 @@ bool scaled_outer_sum_supported(const at::Tensor& a, const at::Tensor& b) {
       a.dim() != 4 || b.dim() != 4) {
     return false;
   }
-  if (a.size(3) % kBM != 0 || b.size(3) % 64 != 0 || !aligned16(a) || !aligned16(b)) return false;
+  if (a.size(3) % kBM != 0 || b.size(3) % 64 != 0 || !is_vector_aligned(a) || !is_vector_aligned(b)) return false;
   return cuda_compute_capability(a.get_device()).first >= 8;
 }
 

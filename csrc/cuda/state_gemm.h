@@ -11,6 +11,8 @@
 
 #include <ATen/ATen.h>
 
+#include "cuda/state_row_product.h"  // StateRowProduct
+
 namespace xlstm {
 
 // One operand of a state GEMM.
@@ -42,6 +44,16 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
                                                      const at::Tensor& b,
                                                      at::ScalarType input_dtype,
                                                      bool want_row_sum);
+
+// Every row times a per-sequence fp32 state: out_t = a_t M with M = scale * state
+// (transpose_state false; state (..., K, N)) or scale * state^T (true; state (..., N, K)),
+// the state split into hi + lo (split) or rounded to bf16 once; with c (..., L, N), also
+// the row dots c_t . out_t and c_t . y (y (..., N), or undefined -> 0). The fused kernel
+// of state_row_product.h where it applies (bf16), else the GEMM route and row_dots.
+StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
+                                 bool transpose_state, double scale, bool split,
+                                 at::ScalarType input_dtype, const at::Tensor& c = at::Tensor(),
+                                 const at::Tensor& y = at::Tensor());
 
 // Per row r of a (..., R, D) (fp16/bf16 view, unit last stride), with G = R / group rows:
 //   dot_x[r] = a[r] . x[r]        x: fp32 contiguous like a, or undefined (-> 0)
