@@ -43,13 +43,14 @@ struct KernelChoice {
 // "auto" runs the kernels chunkwise from these sequence lengths on: below them the
 // quadratic form's one pass is faster than the scan plus the per-chunk state terms.
 // Measured on an H100, bf16, B·S = 65,536, sm90 kernels, chunk 512
-// (benchmarks/auto_threshold_sweep.py; benchmarks/NOTES.md, session 4), NH 32 D 128 at
-// S = 4096 / 6144 / 8192: forward parallel 5.55 / 7.42 / 10.2 ms vs chunkwise 7.17 /
-// 6.85 / 7.37; backward (fwd+bwd minus fwd) parallel 22.9 / 30.6 / 42.3 vs chunkwise
-// 22.3 / 21.0 / 22.5 (7B heads, NH 16 128/256: the same crossovers). Either backward
-// takes either forward's row statistics (the same function).
-constexpr int64_t kAutoChunkwiseMinLength = 6144;
-constexpr int64_t kAutoChunkwiseBackwardMinLength = 5120;
+// (benchmarks/auto_threshold_sweep.py; benchmarks/NOTES.md, session 6), NH 32 D 128 at
+// S = 2048 / 4096: forward parallel 2.61 / 4.59 ms vs chunkwise 4.27 / 4.27; backward
+// (fwd+bwd minus fwd) parallel 13.1 / 22.6 vs chunkwise 16.6 / 16.5. The parallel times
+// grow linearly with S at fixed B·S, the chunkwise ones stay flat: crossovers near
+// S = 3760 (forward) and 2810 (backward); 7B heads (NH 16, 128/256) near 3900 and 2960.
+// Either backward takes either forward's row statistics (the same function).
+constexpr int64_t kAutoChunkwiseMinLength = 4096;
+constexpr int64_t kAutoChunkwiseBackwardMinLength = 3072;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.
