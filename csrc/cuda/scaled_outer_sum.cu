@@ -47,7 +47,7 @@ struct SwizzledTile {
 };
 
 template <int kBN>
-__global__ void __launch_bounds__(kThreads) scaled_outer_sum_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Params p) {
   constexpr int kChunksA = kBM / 8, kChunksB = kBN / 8;
   constexpr int kWarpN = kBN / 2;        // columns of out per warp
   constexpr int kTilesN = kWarpN / 8;    // m16n8 tiles per warp along n

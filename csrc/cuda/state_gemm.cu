@@ -105,6 +105,29 @@ GemmOperand GemmOperand::t() const {
   return o;
 }
 
+std::pair<at::Tensor, at::Tensor> split_bf16(const at::Tensor& x, const at::Tensor& row_scale,
+                                             double scale) {
+  const at::Tensor rows = as_rows(x);
+  const at::Tensor rs = row_scale.defined() ? row_scale.to(at::kFloat).contiguous() : at::Tensor();
+  TORCH_CHECK(!rs.defined() || rs.numel() == rows.size(0),
+              "xlstm: internal error: row_scale does not match the rows");
+  at::Tensor hi = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  at::Tensor lo = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const int64_t n = rows.numel();
+  if (n == 0) return {hi, lo};
+  c10::cuda::CUDAGuard guard(x.device());
+  const int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
+  XLSTM_DISPATCH_INPUT(rows.scalar_type(), [&] {
+    split_bf16_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        reinterpret_cast<const scalar_t*>(rows.data_ptr()), rows.stride(0),
+        rs.defined() ? rs.data_ptr<float>() : nullptr, static_cast<float>(scale), rows.size(0),
+        rows.size(1), reinterpret_cast<__nv_bfloat16*>(hi.data_ptr()),
+        reinterpret_cast<__nv_bfloat16*>(lo.data_ptr()));
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {hi, lo};
+}
+
 GemmOperand GemmOperand::rounded_once() const {
   GemmOperand o = *this;
   o.lo = at::Tensor();
@@ -123,24 +146,7 @@ GemmOperand gemm_operand(const at::Tensor& x, at::ScalarType input_dtype,
     o.hi = x;
     return o;
   }
-  const at::Tensor rows = as_rows(x);
-  const at::Tensor rs = row_scale.defined() ? row_scale.to(at::kFloat).contiguous() : at::Tensor();
-  TORCH_CHECK(!rs.defined() || rs.numel() == rows.size(0),
-              "xlstm: internal error: row_scale does not match the rows");
-  o.hi = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
-  o.lo = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
-  const int64_t n = rows.numel();
-  if (n == 0) return o;
-  c10::cuda::CUDAGuard guard(x.device());
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
-  XLSTM_DISPATCH_INPUT(rows.scalar_type(), [&] {
-    split_bf16_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        reinterpret_cast<const scalar_t*>(rows.data_ptr()), rows.stride(0),
-        rs.defined() ? rs.data_ptr<float>() : nullptr, static_cast<float>(scale), rows.size(0),
-        rows.size(1), reinterpret_cast<__nv_bfloat16*>(o.hi.data_ptr()),
-        reinterpret_cast<__nv_bfloat16*>(o.lo.data_ptr()));
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  std::tie(o.hi, o.lo) = split_bf16(x, row_scale, scale);
   return o;
 }
 

@@ -11,6 +11,8 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
 #include "cuda/state_row_product.h"  // StateRowProduct
 
 namespace xlstm {
@@ -26,6 +28,11 @@ struct GemmOperand {
   // relative error as the rest of the output, and one GEMM instead of two runs.
   GemmOperand rounded_once() const;
 };
+
+// v = x * row_scale[r] * scale (x: bf16, fp16 or fp32 CUDA (..., R, D) with unit last
+// stride; row_scale fp32 or undefined) as contiguous bf16 {hi = bf16(v), lo = bf16(v - hi)}.
+std::pair<at::Tensor, at::Tensor> split_bf16(const at::Tensor& x, const at::Tensor& row_scale,
+                                             double scale);
 
 // x * row_scale[r] * scale as a GEMM operand. x: (..., R, D) view with unit last stride
 // (bf16, fp16 or fp32); row_scale: fp32 with x's shape minus the last dim, or undefined.

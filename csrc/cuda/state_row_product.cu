@@ -9,47 +9,56 @@
 
 #include "cuda/kernel_inputs.h"
 #include "cuda/mma_sm80.cuh"
+#include "cuda/state_gemm.h"  // split_bf16
 #include "cuda_device_info.h"
 
 namespace xlstm {
 namespace {
 
-// CTA tile: 64 rows x kBN state columns, 4 warps of 16 rows each; K (the contracted dim)
-// in steps of 32, double-buffered. Shared-memory rows hold 32 bf16 (4 chunks of 16 B)
-// and are swizzled so that ldmatrix's 8 rows and a warp's stores hit distinct banks.
-constexpr int kBM = 64;
+// CTA tile: 128 rows x kBN state columns, 8 warps of 16 rows each; K (the contracted dim)
+// in steps of 32 through a two-stage cp.async pipeline. The state arrives split into bf16
+// hi + lo (gemm_operand's split kernel, state-sized) in its own layout: (N, K) rows
+// (kTranspose: 32 k of one column n per smem row, ldmatrix) or (K, N) rows (kBN n of one
+// k per smem row, ldmatrix .trans). Shared-memory rows are XOR-swizzled by 16-byte chunk
+// so that ldmatrix's 8 rows and a warp's 16-byte stores hit distinct banks.
+constexpr int kBM = 128;
 constexpr int kBK = 32;
-constexpr int kChunks = kBK / 8;
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 
 struct Params {
   const __nv_bfloat16* a;
-  const float* state;        // (B, H, K, N), or (B, H, N, K) if transpose; contiguous
-  const __nv_bfloat16* c;    // (B, H, L, N) or null
-  const float* y;            // (B, H, N) or null
-  float* out;                // (B, H, L, N)
-  float* dot_x;              // (tiles_n, B * H, L) or null
+  const __nv_bfloat16* state_hi;  // (B, H, K, N), or (B, H, N, K) if transposed; contiguous
+  const __nv_bfloat16* state_lo;  // the same layout, or null (the state rounded once)
+  const __nv_bfloat16* c;         // (B, H, L, N) or null
+  const float* y;                 // (B, H, N) or null
+  float* out;                     // (B, H, L, N)
+  float* dot_x;                   // (tiles_n, B * H, L) or null
   float* dot_y;
   int64_t a_batch, a_head, a_row;
   int64_t c_batch, c_head, c_row;
   int64_t H, BH;
   int L, K, N;
-  float scale;
-  bool transpose, split;
 };
 
-__device__ __forceinline__ int swizzle(int row, int chunk) {
-  return row * kChunks + (chunk ^ ((row >> 1) & 3));
+// Rows of 4 chunks (32 bf16 of k): rows 2r and 2r + 1 share a 128-byte line.
+__device__ __forceinline__ int swizzle4(int row, int chunk) {
+  return row * 4 + (chunk ^ ((row >> 1) & 3));
+}
+// Rows of kChunks >= 8 chunks.
+template <int kChunks>
+__device__ __forceinline__ int swizzle8(int row, int chunk) {
+  return row * kChunks + (chunk ^ (row & 7));
 }
 
-template <int kBN>
-__global__ void __launch_bounds__(kThreads) state_row_product_kernel(const Params p) {
+template <int kBN, bool kTranspose>
+__global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Params p) {
   constexpr int kTilesN = kBN / 8;
-  constexpr int kAChunksPerThread = kBM * kChunks / kThreads;  // 2
-  constexpr int kBChunksPerThread = kBN * kChunks / kThreads;  // 2 or 4
-  __shared__ uint4 s_a[2][kBM * kChunks];
-  __shared__ uint4 s_hi[2][kBN * kChunks];
-  __shared__ uint4 s_lo[2][kBN * kChunks];
+  constexpr int kAChunks = kBM * kBK / 8;  // 16-byte chunks per stage
+  constexpr int kBChunks = kBN * kBK / 8;
+  static_assert(kAChunks % kThreads == 0 && kBChunks % kThreads == 0);
+  __shared__ uint4 s_a[2][kAChunks];
+  __shared__ uint4 s_hi[2][kBChunks];
+  __shared__ uint4 s_lo[2][kBChunks];
 
   const int row_tiles = (p.L + kBM - 1) / kBM, tiles_n = p.N / kBN;
   const int row_tile = static_cast<int>(blockIdx.x % row_tiles);
@@ -58,61 +67,35 @@ __global__ void __launch_bounds__(kThreads) state_row_product_kernel(const Param
   const int64_t z = rest / tiles_n, bi = z / p.H, head = z % p.H;
   const int r0 = row_tile * kBM, n0 = n_tile * kBN;
   const __nv_bfloat16* a = p.a + bi * p.a_batch + head * p.a_head;
-  const float* state = p.state + z * p.K * p.N;
+  const int64_t state_offset = z * p.K * p.N;
+  const bool split = p.state_lo != nullptr;
 
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
 
-  auto load_a = [&](int k0, int stage) {
+  auto load = [&](int k0, int stage) {
 #pragma unroll
-    for (int x = 0; x < kAChunksPerThread; ++x) {
-      const int cidx = t + x * kThreads, row = cidx / kChunks, ch = cidx % kChunks;
+    for (int x = 0; x < kAChunks / kThreads; ++x) {
+      const int cidx = t + x * kThreads, row = cidx / 4, ch = cidx % 4;
       const bool valid = r0 + row < p.L;
       const __nv_bfloat16* src = valid ? a + (r0 + row) * p.a_row + k0 + ch * 8 : a;
-      cp_async_16(smem_address(&s_a[stage][swizzle(row, ch)]), src, valid);
+      cp_async_16(smem_address(&s_a[stage][swizzle4(row, ch)]), src, valid);
     }
-  };
-  // The thread's share of M[k0 .. k0+31][n0 .. n0+kBN-1] (M = state or its transpose),
-  // 8 consecutive k of one column n per chunk: read as fp32, split on the way to smem.
-  float b_reg[kBChunksPerThread][8];
-  auto chunk_of = [&](int x, int& n, int& ch) {
-    const int cidx = t + x * kThreads;
-    if (p.transpose) {  // 8 consecutive k are contiguous: one 32-byte read per chunk
-      n = cidx / kChunks;
-      ch = cidx % kChunks;
-    } else {            // consecutive threads take consecutive n: coalesced per k
-      n = cidx % kBN;
-      ch = cidx / kBN;
-    }
-  };
-  auto load_b = [&](int k0) {
 #pragma unroll
-    for (int x = 0; x < kBChunksPerThread; ++x) {
-      int n, ch;
-      chunk_of(x, n, ch);
-      const int k = k0 + ch * 8;
-      if (p.transpose) {
-        const float4* src = reinterpret_cast<const float4*>(state + (n0 + n) * p.K + k);
-        const float4 u = src[0], w = src[1];
-        b_reg[x][0] = u.x; b_reg[x][1] = u.y; b_reg[x][2] = u.z; b_reg[x][3] = u.w;
-        b_reg[x][4] = w.x; b_reg[x][5] = w.y; b_reg[x][6] = w.z; b_reg[x][7] = w.w;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) b_reg[x][e] = state[(k + e) * p.N + n0 + n];
+    for (int x = 0; x < kBChunks / kThreads; ++x) {
+      const int cidx = t + x * kThreads;
+      int dst;
+      int64_t src;
+      if constexpr (kTranspose) {  // smem row = column n of M, 32 consecutive k
+        const int n = cidx / 4, ch = cidx % 4;
+        dst = swizzle4(n, ch);
+        src = state_offset + static_cast<int64_t>(n0 + n) * p.K + k0 + ch * 8;
+      } else {                     // smem row = k, kBN consecutive n
+        const int k = cidx / (kBN / 8), ch = cidx % (kBN / 8);
+        dst = swizzle8<kBN / 8>(k, ch);
+        src = state_offset + static_cast<int64_t>(k0 + k) * p.N + n0 + ch * 8;
       }
-    }
-  };
-  auto store_b = [&](int stage) {
-#pragma unroll
-    for (int x = 0; x < kBChunksPerThread; ++x) {
-      int n, ch;
-      chunk_of(x, n, ch);
-      uint32_t hi[4], lo[4];
-#pragma unroll
-      for (int e = 0; e < 8; e += 2) {
-        split_bf16x2(b_reg[x][e] * p.scale, b_reg[x][e + 1] * p.scale, hi[e / 2], lo[e / 2]);
-      }
-      s_hi[stage][swizzle(n, ch)] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-      if (p.split) s_lo[stage][swizzle(n, ch)] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+      cp_async_16(smem_address(&s_hi[stage][dst]), p.state_hi + src, true);
+      if (split) cp_async_16(smem_address(&s_lo[stage][dst]), p.state_lo + src, true);
     }
   };
 
@@ -122,13 +105,19 @@ __global__ void __launch_bounds__(kThreads) state_row_product_kernel(const Param
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[ni][e] = 0.f;
 
-  auto mma_part = [&](const uint4* s_b, const uint32_t (&a_frag)[4], int kk) {
+  // acc += A (16 rows x 16 k) * M (16 k x kBN) for one part (hi or lo) of M.
+  auto mma_part = [&](const uint4* s_m, const uint32_t (&a_frag)[4], int kk) {
     const int i = lane / 8;
 #pragma unroll
     for (int nj = 0; nj < kTilesN / 2; ++nj) {
       uint32_t bq[4];
-      const int n = nj * 16 + (i / 2) * 8 + lane % 8, ch = (kk + (i % 2) * 8) / 8;
-      ldmatrix_x4(bq, smem_address(&s_b[swizzle(n, ch)]));
+      if constexpr (kTranspose) {
+        const int n = nj * 16 + (i / 2) * 8 + lane % 8, ch = (kk + (i % 2) * 8) / 8;
+        ldmatrix_x4(bq, smem_address(&s_m[swizzle4(n, ch)]));
+      } else {
+        const int k = kk + (i % 2) * 8 + lane % 8, ch = (nj * 16 + (i / 2) * 8) / 8;
+        ldmatrix_x4_trans(bq, smem_address(&s_m[swizzle8<kBN / 8>(k, ch)]));
+      }
       mma_bf16_16816(acc[2 * nj], a_frag, bq[0], bq[1]);
       mma_bf16_16816(acc[2 * nj + 1], a_frag, bq[2], bq[3]);
     }
@@ -139,30 +128,21 @@ __global__ void __launch_bounds__(kThreads) state_row_product_kernel(const Param
       const int i = lane / 8;
       uint32_t a_frag[4];
       const int row = warp * 16 + (i % 2) * 8 + lane % 8, ch = (kk + (i / 2) * 8) / 8;
-      ldmatrix_x4(a_frag, smem_address(&s_a[stage][swizzle(row, ch)]));
+      ldmatrix_x4(a_frag, smem_address(&s_a[stage][swizzle4(row, ch)]));
       mma_part(s_hi[stage], a_frag, kk);
-      if (p.split) mma_part(s_lo[stage], a_frag, kk);
+      if (split) mma_part(s_lo[stage], a_frag, kk);
     }
   };
 
   const int steps = p.K / kBK;
-  load_a(0, 0);
-  load_b(0);
-  store_b(0);
+  load(0, 0);
   cp_async_commit_and_wait_all();
   __syncthreads();
   for (int s = 0; s < steps; ++s) {
     const int stage = s & 1;
-    const bool more = s + 1 < steps;
-    if (more) {  // the next step's loads fly while this one computes
-      load_a((s + 1) * kBK, stage ^ 1);
-      load_b((s + 1) * kBK);
-    }
+    if (s + 1 < steps) load((s + 1) * kBK, stage ^ 1);  // flies while this step computes
     compute(stage);
-    if (more) {
-      store_b(stage ^ 1);
-      cp_async_commit_and_wait_all();
-    }
+    cp_async_commit_and_wait_all();
     __syncthreads();
   }
 
@@ -203,6 +183,15 @@ __global__ void __launch_bounds__(kThreads) state_row_product_kernel(const Param
   }
 }
 
+template <int kBN>
+void launch(const Params& p, bool transpose, unsigned blocks, cudaStream_t stream) {
+  if (transpose) {
+    state_row_product_kernel<kBN, true><<<blocks, kThreads, 0, stream>>>(p);
+  } else {
+    state_row_product_kernel<kBN, false><<<blocks, kThreads, 0, stream>>>(p);
+  }
+}
+
 }  // namespace
 
 bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tensor& c) {
@@ -224,7 +213,8 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
                   state.numel() == B * H * K * N && state.size(transpose_state ? 3 : 2) == K &&
                   (!y.defined() || y.numel() == B * H * N),
               "xlstm: internal error: state_row_product operands");
-  const at::Tensor st = state.to(at::kFloat).contiguous();
+  // scale * state as bf16 hi + lo, contiguous, in the state's own layout.
+  const auto [state_hi, state_lo] = split_bf16(state.to(at::kFloat).contiguous(), at::Tensor(), scale);
   const at::Tensor yc = y.defined() ? y.to(at::kFloat).contiguous() : at::Tensor();
   const auto opts = a.options().dtype(at::kFloat);
   const int bn = N % 128 == 0 ? 128 : 64;
@@ -241,7 +231,8 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
     TORCH_CHECK(blocks < (int64_t{1} << 31), "xlstm: state_row_product: too many rows");
     Params p;
     p.a = reinterpret_cast<const __nv_bfloat16*>(a.data_ptr());
-    p.state = st.data_ptr<float>();
+    p.state_hi = reinterpret_cast<const __nv_bfloat16*>(state_hi.data_ptr());
+    p.state_lo = split ? reinterpret_cast<const __nv_bfloat16*>(state_lo.data_ptr()) : nullptr;
     p.c = c.defined() ? reinterpret_cast<const __nv_bfloat16*>(c.data_ptr()) : nullptr;
     p.y = yc.defined() ? yc.data_ptr<float>() : nullptr;
     p.out = r.out.data_ptr<float>();
@@ -258,15 +249,12 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
     p.L = static_cast<int>(L);
     p.K = static_cast<int>(K);
     p.N = static_cast<int>(N);
-    p.scale = static_cast<float>(scale);
-    p.transpose = transpose_state;
-    p.split = split;
     c10::cuda::CUDAGuard guard(a.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     if (bn == 128) {
-      state_row_product_kernel<128><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+      launch<128>(p, transpose_state, static_cast<unsigned>(blocks), stream);
     } else {
-      state_row_product_kernel<64><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+      launch<64>(p, transpose_state, static_cast<unsigned>(blocks), stream);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else if (c.defined()) {
