@@ -196,7 +196,11 @@ void launch(const Params& p, bool transpose, unsigned blocks, cudaStream_t strea
 
 bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tensor& c) {
   if (!a.is_cuda() || a.scalar_type() != at::kBFloat16 || a.dim() != 4) return false;
-  if (a.size(3) % 64 != 0 || N % 64 != 0 || !is_vector_aligned(a)) return false;
+  // K (the contracted dim) up to 256: the sizes this kernel has run on a GPU so far. A
+  // DV = 512 state times dh or v rows (K = 512) takes the GEMM route.
+  if (a.size(3) % 64 != 0 || a.size(3) > 256 || N % 64 != 0 || !is_vector_aligned(a)) {
+    return false;
+  }
   if (c.defined() && (c.scalar_type() != at::kBFloat16 || c.dim() != 4 || c.size(3) != N ||
                       !is_vector_aligned(c))) {
     return false;

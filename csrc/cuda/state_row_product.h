@@ -21,7 +21,7 @@ struct StateRowProduct {
 
 // Whether state_row_product takes these operands: a (and c) bf16 CUDA (B, H, L, K) /
 // (B, H, L, N) views with unit last stride and 16-byte aligned rows, K and N multiples of
-// 64, on a device of compute capability >= 8.0.
+// 64, K <= 256, on a device of compute capability >= 8.0.
 bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tensor& c);
 
 // a: (B, H, L, K) bf16; state: (B, H, K, N) fp32 (transpose_state = false) or
