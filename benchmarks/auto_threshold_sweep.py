@@ -2,9 +2,9 @@
 forward and forward + backward times of both (chunkwise at several chunk lengths) at
 B*S = 65,536, NH 32 D 128 and the 7B heads NH 16 128/256, for the given lengths.
 The thresholds in csrc/mlstm_dispatch.h and the default chunk length in
-csrc/cuda/chunkwise_host.h quote its output (benchmarks/NOTES.md, session 4).
+csrc/cuda/chunkwise_host.h quote its output (benchmarks/NOTES.md, sessions 4 and 6).
 
-    python benchmarks/auto_threshold_sweep.py 4096 6144 8192
+    python benchmarks/auto_threshold_sweep.py 2048 4096
 """
 import sys
 
@@ -41,4 +41,4 @@ def main(lengths):
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [4096, 6144, 8192])
+    main([int(a) for a in sys.argv[1:]] or [2048, 4096])

@@ -54,6 +54,19 @@ __device__ __forceinline__ void cp_async_commit_and_wait_all() {
   XLSTM_SM80_ASM("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::);
 }
 
+// Shared-memory tiles as rows of 16-byte chunks, the chunk index XORed with the row so
+// that the 8 rows one ldmatrix matrix reads, and the chunks a warp stores, fall in
+// distinct banks. Rows of kChunks >= 8 chunks (128 bytes or more):
+template <int kChunks>
+__device__ __forceinline__ int swizzled_chunk(int row, int chunk) {
+  static_assert(kChunks >= 8);
+  return row * kChunks + (chunk ^ (row & 7));
+}
+// Rows of 4 chunks (64 bytes: rows 2r and 2r + 1 share a 128-byte line).
+__device__ __forceinline__ int swizzled_chunk4(int row, int chunk) {
+  return row * 4 + (chunk ^ ((row >> 1) & 3));
+}
+
 // (v0, v1) as bf16x2 (round to nearest), and their remainders lo = bf16(v - hi): the hi +
 // lo split of an fp32 value to about 2^-17.
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {

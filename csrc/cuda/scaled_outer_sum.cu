@@ -32,20 +32,6 @@ struct Params {
   int L, DA, DB;
 };
 
-// Shared-memory tiles of kRows rows and kChunks 16-byte chunks per row; the chunk index
-// is XORed with the row (mod 8) so that the 8 rows an ldmatrix reads, and the 8 chunks
-// of a row a warp stores, fall in distinct banks.
-template <int kChunks>
-struct SwizzledTile {
-  uint4 data[kRows * kChunks];
-  __device__ __forceinline__ static int index(int row, int chunk) {
-    return row * kChunks + (chunk ^ (row & 7));
-  }
-  __device__ __forceinline__ uint32_t address(int row, int chunk) const {
-    return smem_address(&data[index(row, chunk)]);
-  }
-};
-
 template <int kBN>
 __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Params p) {
   constexpr int kChunksA = kBM / 8, kChunksB = kBN / 8;
@@ -54,8 +40,8 @@ __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Par
   constexpr int kAPerThread = kRows * kChunksA / kThreads;  // 2
   constexpr int kBPerThread = kRows * kChunksB / kThreads;  // 2 or 4
   static_assert(kAPerThread == 2 && kChunksA == 8);
-  __shared__ SwizzledTile<kChunksA> s_hi[2], s_lo[2];
-  __shared__ SwizzledTile<kChunksB> s_b[2];
+  __shared__ uint4 s_hi[2][kRows * kChunksA], s_lo[2][kRows * kChunksA];
+  __shared__ uint4 s_b[2][kRows * kChunksB];
   __shared__ float s_sum[kThreads][8];
 
   const int tiles_n = p.DB / kBN;
@@ -99,9 +85,9 @@ __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Par
         col_sum[e + 1] += v1;
         split_bf16x2(v0, v1, hi[e / 2], lo[e / 2]);
       }
-      const int idx = SwizzledTile<kChunksA>::index(row, a_chunk);
-      s_hi[stage].data[idx] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-      s_lo[stage].data[idx] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+      const int idx = swizzled_chunk<kChunksA>(row, a_chunk);
+      s_hi[stage][idx] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+      s_lo[stage][idx] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
     }
   };
   auto load_b = [&](int j0, int stage) {
@@ -109,7 +95,8 @@ __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Par
     for (int x = 0; x < kBPerThread; ++x) {
       const int c = t + x * kThreads, row = c / kChunksB, chunk = c % kChunksB, j = j0 + row;
       const __nv_bfloat16* src = j < p.L ? b + j * p.b_row + chunk * 8 : b;
-      cp_async_16(s_b[stage].address(row, chunk), src, j < p.L);
+      const int idx = swizzled_chunk<kChunksB>(row, chunk);
+      cp_async_16(smem_address(&s_b[stage][idx]), src, j < p.L);
     }
   };
 
@@ -129,15 +116,17 @@ __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Par
       for (int mi = 0; mi < 2; ++mi) {
         const int col = warp_m * 32 + mi * 16 + (i % 2) * 8;
         const int row = k0 + (i / 2) * 8 + row8;
-        ldmatrix_x4_trans(a_hi[mi], s_hi[stage].address(row, col / 8));
-        ldmatrix_x4_trans(a_lo[mi], s_lo[stage].address(row, col / 8));
+        const int idx = swizzled_chunk<kChunksA>(row, col / 8);
+        ldmatrix_x4_trans(a_hi[mi], smem_address(&s_hi[stage][idx]));
+        ldmatrix_x4_trans(a_lo[mi], smem_address(&s_lo[stage][idx]));
       }
 #pragma unroll
       for (int nj = 0; nj < kTilesN / 2; ++nj) {
         uint32_t bq[4];
         const int col = warp_n * kWarpN + nj * 16 + (i / 2) * 8;
         const int row = k0 + (i % 2) * 8 + row8;
-        ldmatrix_x4_trans(bq, s_b[stage].address(row, col / 8));
+        const int idx = swizzled_chunk<kChunksB>(row, col / 8);
+        ldmatrix_x4_trans(bq, smem_address(&s_b[stage][idx]));
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
           mma_bf16_16816(acc[mi][2 * nj], a_hi[mi], bq[0], bq[1]);
@@ -202,7 +191,10 @@ bool scaled_outer_sum_supported(const at::Tensor& a, const at::Tensor& b) {
       a.dim() != 4 || b.dim() != 4) {
     return false;
   }
-  if (a.size(3) % kBM != 0 || b.size(3) % 64 != 0 || !is_vector_aligned(a) || !is_vector_aligned(b)) return false;
+  if (a.size(3) % kBM != 0 || b.size(3) % 64 != 0 || !is_vector_aligned(a) ||
+      !is_vector_aligned(b)) {
+    return false;
+  }
   return cuda_compute_capability(a.get_device()).first >= 8;
 }
 

@@ -174,7 +174,8 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
   if (input_dtype == at::kBFloat16 && a.dim() == 4 && scaled_outer_sum_supported(a, b)) {
     return scaled_outer_sum(a, r, b, want_row_sum);
   }
-  const at::Tensor outer = gemm_f32(gemm_operand(a, input_dtype, r).t(), gemm_operand(b, input_dtype));
+  const at::Tensor outer =
+      gemm_f32(gemm_operand(a, input_dtype, r).t(), gemm_operand(b, input_dtype));
   at::Tensor row_sum;
   if (want_row_sum) {
     row_sum = gemm_f32(gemm_operand(r.unsqueeze(-2), input_dtype), gemm_operand(a, input_dtype))

@@ -17,10 +17,9 @@ namespace {
 
 // CTA tile: 128 rows x kBN state columns, 8 warps of 16 rows each; K (the contracted dim)
 // in steps of 32 through a two-stage cp.async pipeline. The state arrives split into bf16
-// hi + lo (gemm_operand's split kernel, state-sized) in its own layout: (N, K) rows
-// (kTranspose: 32 k of one column n per smem row, ldmatrix) or (K, N) rows (kBN n of one
-// k per smem row, ldmatrix .trans). Shared-memory rows are XOR-swizzled by 16-byte chunk
-// so that ldmatrix's 8 rows and a warp's 16-byte stores hit distinct banks.
+// hi + lo (split_bf16, state-sized) in its own layout: (N, K) rows (kTranspose: 32 k of
+// one column n per smem row, ldmatrix) or (K, N) rows (kBN n of one k per smem row,
+// ldmatrix .trans).
 constexpr int kBM = 128;
 constexpr int kBK = 32;
 constexpr int kThreads = 256;
@@ -39,16 +38,6 @@ struct Params {
   int64_t H, BH;
   int L, K, N;
 };
-
-// Rows of 4 chunks (32 bf16 of k): rows 2r and 2r + 1 share a 128-byte line.
-__device__ __forceinline__ int swizzle4(int row, int chunk) {
-  return row * 4 + (chunk ^ ((row >> 1) & 3));
-}
-// Rows of kChunks >= 8 chunks.
-template <int kChunks>
-__device__ __forceinline__ int swizzle8(int row, int chunk) {
-  return row * kChunks + (chunk ^ (row & 7));
-}
 
 template <int kBN, bool kTranspose>
 __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Params p) {
@@ -78,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       const int cidx = t + x * kThreads, row = cidx / 4, ch = cidx % 4;
       const bool valid = r0 + row < p.L;
       const __nv_bfloat16* src = valid ? a + (r0 + row) * p.a_row + k0 + ch * 8 : a;
-      cp_async_16(smem_address(&s_a[stage][swizzle4(row, ch)]), src, valid);
+      cp_async_16(smem_address(&s_a[stage][swizzled_chunk4(row, ch)]), src, valid);
     }
 #pragma unroll
     for (int x = 0; x < kBChunks / kThreads; ++x) {
@@ -87,11 +76,11 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       int64_t src;
       if constexpr (kTranspose) {  // smem row = column n of M, 32 consecutive k
         const int n = cidx / 4, ch = cidx % 4;
-        dst = swizzle4(n, ch);
+        dst = swizzled_chunk4(n, ch);
         src = state_offset + static_cast<int64_t>(n0 + n) * p.K + k0 + ch * 8;
       } else {                     // smem row = k, kBN consecutive n
         const int k = cidx / (kBN / 8), ch = cidx % (kBN / 8);
-        dst = swizzle8<kBN / 8>(k, ch);
+        dst = swizzled_chunk<kBN / 8>(k, ch);
         src = state_offset + static_cast<int64_t>(k0 + k) * p.N + n0 + ch * 8;
       }
       cp_async_16(smem_address(&s_hi[stage][dst]), p.state_hi + src, true);
@@ -113,10 +102,10 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       uint32_t bq[4];
       if constexpr (kTranspose) {
         const int n = nj * 16 + (i / 2) * 8 + lane % 8, ch = (kk + (i % 2) * 8) / 8;
-        ldmatrix_x4(bq, smem_address(&s_m[swizzle4(n, ch)]));
+        ldmatrix_x4(bq, smem_address(&s_m[swizzled_chunk4(n, ch)]));
       } else {
         const int k = kk + (i % 2) * 8 + lane % 8, ch = (nj * 16 + (i / 2) * 8) / 8;
-        ldmatrix_x4_trans(bq, smem_address(&s_m[swizzle8<kBN / 8>(k, ch)]));
+        ldmatrix_x4_trans(bq, smem_address(&s_m[swizzled_chunk<kBN / 8>(k, ch)]));
       }
       mma_bf16_16816(acc[2 * nj], a_frag, bq[0], bq[1]);
       mma_bf16_16816(acc[2 * nj + 1], a_frag, bq[2], bq[3]);
@@ -128,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       const int i = lane / 8;
       uint32_t a_frag[4];
       const int row = warp * 16 + (i % 2) * 8 + lane % 8, ch = (kk + (i / 2) * 8) / 8;
-      ldmatrix_x4(a_frag, smem_address(&s_a[stage][swizzle4(row, ch)]));
+      ldmatrix_x4(a_frag, smem_address(&s_a[stage][swizzled_chunk4(row, ch)]));
       mma_part(s_hi[stage], a_frag, kk);
       if (split) mma_part(s_lo[stage], a_frag, kk);
     }
@@ -218,7 +207,8 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
                   (!y.defined() || y.numel() == B * H * N),
               "xlstm: internal error: state_row_product operands");
   // scale * state as bf16 hi + lo, contiguous, in the state's own layout.
-  const auto [state_hi, state_lo] = split_bf16(state.to(at::kFloat).contiguous(), at::Tensor(), scale);
+  const auto [state_hi, state_lo] =
+      split_bf16(state.to(at::kFloat).contiguous(), at::Tensor(), scale);
   const at::Tensor yc = y.defined() ? y.to(at::kFloat).contiguous() : at::Tensor();
   const auto opts = a.options().dtype(at::kFloat);
   const int bn = N % 128 == 0 ? 128 : 64;
