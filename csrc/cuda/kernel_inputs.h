@@ -23,6 +23,13 @@ inline at::Tensor vector_aligned(const at::Tensor& t) {
   return is_vector_aligned(t) ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
+// A (B, H, L, D) bf16 CUDA view that the mma.sync state kernels (scaled_outer_sum.cu,
+// state_row_product.cu) read in 16-byte chunks: D a multiple of 64, vector aligned.
+inline bool is_bf16_row_operand(const at::Tensor& x) {
+  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 4 &&
+         x.size(3) % 64 == 0 && is_vector_aligned(x);
+}
+
 // An optional state tensor as contiguous fp32, or an undefined tensor.
 inline at::Tensor state_fp32(const std::optional<at::Tensor>& s) {
   if (!s.has_value()) return at::Tensor();

@@ -187,15 +187,9 @@ __global__ void __launch_bounds__(kThreads, 3) scaled_outer_sum_kernel(const Par
 }  // namespace
 
 bool scaled_outer_sum_supported(const at::Tensor& a, const at::Tensor& b) {
-  if (!a.is_cuda() || a.scalar_type() != at::kBFloat16 || b.scalar_type() != at::kBFloat16 ||
-      a.dim() != 4 || b.dim() != 4) {
-    return false;
-  }
-  if (a.size(3) % kBM != 0 || b.size(3) % 64 != 0 || !is_vector_aligned(a) ||
-      !is_vector_aligned(b)) {
-    return false;
-  }
-  return cuda_compute_capability(a.get_device()).first >= 8;
+  static_assert(kBM == 64, "is_bf16_row_operand tiles DA by 64");
+  return is_bf16_row_operand(a) && is_bf16_row_operand(b) &&
+         cuda_compute_capability(a.get_device()).first >= 8;
 }
 
 std::pair<at::Tensor, at::Tensor> scaled_outer_sum(const at::Tensor& a, const at::Tensor& r,

@@ -171,7 +171,7 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
                                                      const at::Tensor& b,
                                                      at::ScalarType input_dtype,
                                                      bool want_row_sum) {
-  if (input_dtype == at::kBFloat16 && a.dim() == 4 && scaled_outer_sum_supported(a, b)) {
+  if (input_dtype == at::kBFloat16 && scaled_outer_sum_supported(a, b)) {
     return scaled_outer_sum(a, r, b, want_row_sum);
   }
   const at::Tensor outer =

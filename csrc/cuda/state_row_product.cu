@@ -184,16 +184,10 @@ void launch(const Params& p, bool transpose, unsigned blocks, cudaStream_t strea
 }  // namespace
 
 bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tensor& c) {
-  if (!a.is_cuda() || a.scalar_type() != at::kBFloat16 || a.dim() != 4) return false;
   // K (the contracted dim) up to 256: the sizes this kernel has run on a GPU so far. A
   // DV = 512 state times dh or v rows (K = 512) takes the GEMM route.
-  if (a.size(3) % 64 != 0 || a.size(3) > 256 || N % 64 != 0 || !is_vector_aligned(a)) {
-    return false;
-  }
-  if (c.defined() && (c.scalar_type() != at::kBFloat16 || c.dim() != 4 || c.size(3) != N ||
-                      !is_vector_aligned(c))) {
-    return false;
-  }
+  if (!is_bf16_row_operand(a) || a.size(3) > 256 || N % 64 != 0) return false;
+  if (c.defined() && (!is_bf16_row_operand(c) || c.size(3) != N)) return false;
   return cuda_compute_capability(a.get_device()).first >= 8;
 }
 
