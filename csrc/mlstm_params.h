@@ -27,11 +27,13 @@ struct MlstmForwardParams {
   const float* c0_ptr = nullptr;
   const float* n0_ptr = nullptr;
   const float* m0_ptr = nullptr;
-  // Optional, contiguous fp32 (B, NH, S, DV): q̂_t C0 for every row, computed on the
-  // host with tensor-core GEMMs (the chunkwise algorithm, where every chunk has a
-  // state). The sm90 kernels then read it instead of forming q̂_t C0 with fp32 FMAs;
-  // the other families ignore it and use c0_ptr, which stays set.
-  const float* o_init_ptr = nullptr;
+  // C0 for the tensor cores (the sm90 family reads these; the other families use c0_ptr,
+  // which stays set): c0_lowp = scale * C0 / c0_factor rounded once to the input dtype,
+  // contiguous (B, NH, DQK, DV), and c0_factor (B, NH) fp32, a power of two that keeps
+  // fp16 in range (1 for bf16). The kernel forms q_t c0_lowp with a WGMMA and scales
+  // it by c0_factor. Rounding C0 once matches the rounding of P before P V: h is 16-bit.
+  const void* c0_lowp_ptr = nullptr;
+  const float* c0_factor_ptr = nullptr;
 
   // Per-row statistics, contiguous fp32 (B, NH, S): the stabilizer m_t and the raw
   // signed normalizer b_t (before abs / floor).

@@ -79,8 +79,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_forward(
                                    return_last_states, kernel_chunk, launcher(choice.kernel),
                                    choice.kernel == Kernel::Sm90Parallel);
     }
-    auto [h, m_rows, norm_rows] = run_parallel_forward(q, k, v, i, f, c_initial, n_initial,
-                                                       m_initial, eps, launcher(choice.kernel));
+    auto [h, m_rows, norm_rows] =
+        run_parallel_forward(q, k, v, i, f, c_initial, n_initial, m_initial, eps,
+                             launcher(choice.kernel), choice.kernel == Kernel::Sm90Parallel);
     at::Tensor c_last, n_last, m_last;
     if (return_last_states) {  // the quadratic kernels compute h; the state comes from the scan
       std::tie(c_last, n_last, m_last) =

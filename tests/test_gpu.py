@@ -88,6 +88,24 @@ def test_extreme_gates_on_gpu(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("algorithm", ["parallel", "chunkwise"])
+def test_initial_state_beyond_fp16_range(backend, algorithm):
+    """fp16 inputs with |C0| ~ 1e6, past fp16's range even after the 1/sqrt(DQK) scale:
+    a kernel that forms q̂ C0 on 16-bit tensor cores must rescale the state, not let it
+    overflow. q is small so that q̂ C0 (and the fp16 reference) stay finite."""
+    x = _cuda_inputs(100, 64, 64, torch.float16, True, seed=14)
+    x["q"] = (x["q"].float() * 1e-3).half()
+    x["c_initial"] = x["c_initial"] * 1e6
+    x["n_initial"] = x["n_initial"] * 1e6
+    assert (x["c_initial"].abs() / 8).max() > 65504  # scale * C0 overflows fp16
+    ref64, ref_lowp = reference_pair(x, return_last_states=True)
+    assert torch.isfinite(ref_lowp[0]).all()  # the accuracy rule's bound stays finite
+    poison_cuda_allocator()
+    out = mlstm(**x, return_last_states=True, backend=backend, algorithm=algorithm)
+    assert_outputs_close(out, ref64, ref_lowp, with_states=True)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("S,DQK,DV", [(127, 64, 64), (300, 128, 256)])
 def test_gradient_parity(backend, dtype, S, DQK, DV):

@@ -1,7 +1,6 @@
 #include "cuda/chunkwise_host.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -147,19 +146,11 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       const at::Tensor& i, const at::Tensor& f,
                       const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
                       const std::optional<at::Tensor>& m0, double eps, bool return_last_states,
-                      int64_t chunk_size, ForwardLauncher launch, bool state_rows_on_host) {
+                      int64_t chunk_size, ForwardLauncher launch, bool state_on_tensor_cores) {
   const ChunkedInputs in = chunk_inputs(q, k, v, i, f, chunk_size);
   const ChunkStates st = chunk_states(in, c0, n0, m0);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  const auto dt = q.scalar_type();
-  // q̂_t C for every row; C rounded to bf16 once, as the kernel rounds P for P V (h is 16-bit).
-  const at::Tensor o_init =
-      state_rows_on_host
-          ? rows_times_state(in.q, st.c, /*transpose_state=*/false, scale, /*split=*/false, dt)
-                .out.contiguous()
-          : at::Tensor();
   auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
-                                                     st.m, eps, launch, o_init);
+                                                     st.m, eps, launch, state_on_tensor_cores);
   at::Tensor c_last, n_last, m_last;
   if (return_last_states) {
     c_last = st.c_last;

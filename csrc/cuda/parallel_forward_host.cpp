@@ -7,14 +7,35 @@
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
+#include <utility>
 
 namespace xlstm {
+namespace {
+
+// scale * C0 / factor in the input dtype, and the factor (B, NH) fp32: a power of two
+// that brings the largest |scale * C0| of a state under 2^14 (fp16's range ends at
+// 65504; a state is a sum of up to S weighted outer products and can pass it). bf16
+// has fp32's range: no factor (undefined).
+std::pair<at::Tensor, at::Tensor> lowp_state(const at::Tensor& c0f, at::ScalarType dtype,
+                                             double scale) {
+  if (dtype == at::kBFloat16) return {(c0f * scale).to(dtype).contiguous(), at::Tensor()};
+  constexpr double kLimit = 16384.0;
+  const at::Tensor amax = c0f.abs().amax({-2, -1}) * scale;  // (B, NH)
+  const at::Tensor factor =
+      at::where(amax > kLimit, at::exp2(at::ceil(at::log2(amax / kLimit))), at::ones_like(amax))
+          .contiguous();
+  const at::Tensor lowp = (c0f * (scale / factor).unsqueeze(-1).unsqueeze(-1)).to(dtype);
+  return {lowp.contiguous(), factor};
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
     const at::Tensor& f, const std::optional<at::Tensor>& c0,
     const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0, double eps,
-    ForwardLauncher launch, const at::Tensor& o_init) {
+    ForwardLauncher launch, bool state_on_tensor_cores) {
   const int64_t B = q.size(0), NH = q.size(1), S = q.size(2), DQK = q.size(3), DV = v.size(3);
   c10::cuda::CUDAGuard device_guard(q.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -45,11 +66,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   p.c0_ptr = c0f.defined() ? c0f.data_ptr<float>() : nullptr;
   p.n0_ptr = n0f.defined() ? n0f.data_ptr<float>() : nullptr;
   p.m0_ptr = m0f.defined() ? m0f.data_ptr<float>() : nullptr;
-  if (o_init.defined()) {
-    TORCH_CHECK(o_init.is_contiguous() && o_init.scalar_type() == at::kFloat &&
-                    o_init.numel() == B * NH * S * DV,
-                "xlstm: internal error: o_init must be contiguous fp32 (B, NH, S, DV)");
-    p.o_init_ptr = o_init.data_ptr<float>();
+  at::Tensor c0_lowp, c0_factor;
+  if (state_on_tensor_cores && c0f.defined()) {
+    std::tie(c0_lowp, c0_factor) =
+        lowp_state(c0f, q.scalar_type(), 1.0 / std::sqrt(static_cast<double>(DQK)));
+    p.c0_lowp_ptr = c0_lowp.data_ptr();
+    p.c0_factor_ptr = c0_factor.defined() ? c0_factor.data_ptr<float>() : nullptr;
   }
   p.m_rows_ptr = m_rows.data_ptr<float>();
   p.norm_rows_ptr = norm_rows.data_ptr<float>();

@@ -67,6 +67,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     cute::prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
     cute::prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
     cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
+    if (p.c0_lowp_ptr != nullptr) cute::prefetch_tma_descriptor(params.tma_c.get_tma_descriptor());
   }
   if (threadIdx.x == 0) {
     storage.barrier_q.init(/*arrive_count=*/1);

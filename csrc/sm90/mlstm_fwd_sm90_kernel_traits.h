@@ -48,6 +48,17 @@ struct TileTraits {
                            GMMA::Major::MN>(),
       AtomLayout{}));
 
+  // O += Q C0 for the initial state (c0_lowp_ptr): Q from shared memory (SS), C0 an
+  // MN-major B operand streamed through the V stages in kStateTiles pieces of
+  // kStateRows rows (a V stage holds kBlockN rows; with DQK < kBlockN the rows past
+  // DQK arrive zero-filled and are not read).
+  using TiledMmaC = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, ElementAccum, TileShapeO, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+  static constexpr int kStateRows = kDQK < kBlockN ? kDQK : kBlockN;
+  static constexpr int kStateTiles = kDQK / kStateRows;
+
   // Q, K, V tiles are row-major with the head dim contiguous (K-major for WGMMA):
   // 128-byte swizzle atoms of 8 x 64 elements, no bank conflicts for TMA or WGMMA.
   using SmemLayoutAtom = GMMA::Layout_K_SW128_Atom<Element>;
@@ -90,6 +101,19 @@ auto make_tma_v(const MlstmForwardParams& p) {
                        Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
 }
 
+// C0 as the kernel reads it, (DQK, DV) per (batch, head), in V-stage boxes. Without an
+// initial state the descriptor points at v and is never used.
+template <class T>
+auto make_tma_c(const MlstmForwardParams& p) {
+  using E = typename T::Element;
+  const void* c0 = p.c0_lowp_ptr != nullptr ? p.c0_lowp_ptr : p.v_ptr;
+  const int64_t state = static_cast<int64_t>(T::kDQK) * p.DV;
+  return make_tma_copy(SM90_TMA_LOAD{},
+                       gmem_tensor<E>(c0, T::kDQK, p.DV, p.NH, p.B, p.DV, state, p.NH * state),
+                       take<0, 2>(typename T::SmemLayoutV{}),
+                       Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
+}
+
 // Consumer schedules (tile_overlap_schedule in mlstm_fwd_sm90_tile_size.h picks one
 // per tile). H100, bf16, B*S = 65536, persistent kernel with 3 K/V stages where they fit
 // (session 5, benchmarks/NOTES.md), ms serial ping-pong / overlap:
@@ -126,6 +150,7 @@ struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
   using TmaQ = decltype(make_tma_q<Base>(std::declval<const MlstmForwardParams&>()));
   using TmaK = decltype(make_tma_k<Base>(std::declval<const MlstmForwardParams&>()));
   using TmaV = decltype(make_tma_v<Base>(std::declval<const MlstmForwardParams&>()));
+  using TmaC = decltype(make_tma_c<Base>(std::declval<const MlstmForwardParams&>()));
 
   static constexpr uint32_t kTmaBytesQ = kBlockM * kDQK * sizeof(Element);
   static constexpr uint32_t kTmaBytesKV = kBlockN * (kDQK + kBlockDV) * sizeof(Element);
@@ -155,6 +180,7 @@ struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
     TmaQ tma_q;
     TmaK tma_k;
     TmaV tma_v;
+    TmaC tma_c;
   };
 };
 

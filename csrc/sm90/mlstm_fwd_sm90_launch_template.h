@@ -17,9 +17,12 @@ namespace xlstm_sm90 {
 template <class Element, int kDQK, int kBlockDV, Schedule kSchedule>
 void launch_mlstm_fwd_sm90_schedule(const MlstmForwardParams& p, cudaStream_t stream) {
   using Traits = KernelTraits<Element, kDQK, kBlockDV, kSchedule>;
+  TORCH_CHECK(!p.has_c0 || p.c0_lowp_ptr != nullptr,
+              "mlstm sm90 forward: internal error: an initial state needs c0_lowp_ptr");
   typename Traits::Params params{p, make_tma_q<typename Traits::Base>(p),
                                  make_tma_k<typename Traits::Base>(p),
-                                 make_tma_v<typename Traits::Base>(p)};
+                                 make_tma_v<typename Traits::Base>(p),
+                                 make_tma_c<typename Traits::Base>(p)};
   constexpr size_t kSmem = sizeof(typename Traits::SharedStorage);
   static_assert(kSmem <= 227 * 1024, "shared memory of the sm90 tile exceeds 227 KB");
   auto kernel = mlstm_fwd_sm90_kernel<Traits>;

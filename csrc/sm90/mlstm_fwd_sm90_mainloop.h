@@ -7,7 +7,8 @@
 //   P  = exp(logD - m_new) * S / sqrt(DQK);  b += rowsum P
 //   O += P V                                     (RS WGMMA: P straight from registers)
 // The running max starts at the initial-state column F_t + m_0, and O, b start at
-// q̂ C_0 and q̂·n_0 computed with fp32 FMAs (C_0 is never rounded to 16 bits).
+// q̂ C_0 (a WGMMA on C_0 rounded once to 16 bits, streamed through the V stages ahead
+// of the key tiles) and q̂·n_0 (fp32 FMAs).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -84,6 +85,26 @@ struct CollectiveMainloop {
 
     storage.barrier_q.arrive_and_expect_tx(Traits::kTmaBytesQ);
     copy(params.tma_q.with(reinterpret_cast<uint64_t&>(storage.barrier_q), 0), tQgQ, tQsQ);
+    if (p.c0_lowp_ptr != nullptr) {
+      // C0 first, kStateRows rows per stage in the V slot. The K slot gets key tile 0
+      // as well, unused, so that every stage carries the same kTmaBytesKV.
+      Tensor mC = params.tma_c.get_tma_tensor(make_shape(static_cast<int>(kDQK), p.DV,
+                                                         static_cast<int>(p.NH),
+                                                         static_cast<int>(p.B)));
+      Tensor gC = local_tile(mC(_, _, h, b), Shape<Int<kBlockN>, Int<kBlockDV>>{},
+                             make_coord(_, tile.dv_block));                      // (N, DV, n)
+      auto [tCgC, tCsC] = tma_partition(params.tma_c, _0{}, Layout<_1>{}, group_modes<0, 2>(sV),
+                                        group_modes<0, 2>(gC));
+      CUTLASS_PRAGMA_UNROLL
+      for (int piece = 0; piece < Traits::kStateTiles; ++piece) {
+        pipeline.producer_acquire(write);
+        uint64_t* full = pipeline.producer_get_barrier(write);
+        copy(params.tma_k.with(*full, 0), tKgK(_, 0), tKsK(_, write.index()));
+        copy(params.tma_c.with(*full, 0), tCgC(_, piece),
+             tCsC(_, write.index()));
+        ++write;
+      }
+    }
 #pragma unroll 1
     for (int n = 0; n < tile.n_block_max; ++n) {
       pipeline.producer_acquire(write);
@@ -125,8 +146,6 @@ struct CollectiveMainloop {
     // (row, column) of every accumulator element of this thread, tile-local.
     Tensor tScS = thr_mma_s.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
-    Tensor tOcO = thr_mma_o.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockDV>>{}));
-    Tensor tOcO_rc = make_tensor(tOcO.data(), acc_layout_rowcol(tOcO.layout()));
     static_assert(decltype(size<0>(tSrS_rc))::value == 2 && decltype(size<0>(tOrO_rc))::value == 2);
 
     const float* igate = p.igate_ptr + tile.bh * S;
@@ -168,51 +187,46 @@ struct CollectiveMainloop {
     };
     prefetch_columns(0);
 
-    // Initial state: O = q̂ C0 and b = q̂ · n0 (weight exp(F_t + m0 - m) = 1 while m
-    // is still the state column), fp32 FMAs on the fp32 state.
-    if (p.has_c0 || p.has_n0) {
+    // Initial state: O = q̂ C0 and b = q̂ · n0 (weight exp(F_t + m0 - m) = 1 while m is
+    // still the state column). C0 arrives pre-scaled (scale / factor) in kStateTiles
+    // pieces of the stage pipeline.
+    if (p.c0_lowp_ptr != nullptr) {
+      typename Traits::TiledMmaC tiled_mma_c;
+      auto thr_mma_c = tiled_mma_c.get_thread_slice(thread_idx);
+      Tensor tCrQ = thr_mma_c.partition_fragment_A(sQ);   // (MMA, 1, DQK/16)
+      Tensor tCrC = thr_mma_c.partition_fragment_B(sVt);  // (MMA, 1, N/16, stage)
+      constexpr int kSteps = Traits::kStateRows / 16;
+      tiled_mma_c.accumulate_ = GMMA::ScaleOut::One;  // O was cleared
+      CUTLASS_PRAGMA_UNROLL
+      for (int piece = 0; piece < Traits::kStateTiles; ++piece) {
+        pipeline.consumer_wait(read);
+        warpgroup_fence_operand(tOrO);
+        warpgroup_arrive();
+        CUTLASS_PRAGMA_UNROLL
+        for (int k = 0; k < kSteps; ++k) {
+          cute::gemm(tiled_mma_c, tCrQ(_, _, piece * kSteps + k), tCrC(_, _, k, read.index()),
+                     tOrO);
+        }
+        warpgroup_commit_batch();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        pipeline.consumer_release(read);
+        ++read;
+      }
+      if (p.c0_factor_ptr != nullptr) {
+        const float factor = p.c0_factor_ptr[tile.bh];
+        CUTLASS_PRAGMA_UNROLL
+        for (int e = 0; e < size(tOrO); ++e) tOrO(e) *= factor;
+      }
+    }
+    if (p.has_n0) {
+      // Each lane of the quad takes every 4th d; the quad sum in the epilogue adds them.
       const float scale = p.scale;
-      if (p.o_init_ptr != nullptr) {
-        // q̂_t C0 precomputed on the host: this thread's 2 rows x DV/4 columns.
+      const float* n0 = p.n0_ptr + tile.bh * kDQK;
+      for (int d = lane % 4; d < kDQK; d += 4) {
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
-          if (t_row[x] < S) {
-            const float* o_row = p.o_init_ptr + (tile.bh * S + t_row[x]) * p.DV +
-                                 static_cast<int64_t>(tile.dv_block) * kBlockDV;
-            CUTLASS_PRAGMA_UNROLL
-            for (int c = 0; c < size<1>(tOrO_rc); c += 2) {
-              const float2 ov = *reinterpret_cast<const float2*>(o_row + get<1>(tOcO_rc(0, c)));
-              tOrO_rc(x, c) = ov.x;
-              tOrO_rc(x, c + 1) = ov.y;
-            }
-          }
-        }
-      } else if (p.has_c0) {
-        const float* c0 = p.c0_ptr + tile.bh * kDQK * p.DV +
-                          static_cast<int64_t>(tile.dv_block) * kBlockDV;
-#pragma unroll 1
-        for (int d = 0; d < kDQK; ++d) {
-          const float q0 = static_cast<float>(sQ(row_local[0], d)) * scale;
-          const float q1 = static_cast<float>(sQ(row_local[1], d)) * scale;
-          const float* c0_row = c0 + static_cast<int64_t>(d) * p.DV;
-          CUTLASS_PRAGMA_UNROLL
-          for (int c = 0; c < size<1>(tOrO_rc); c += 2) {
-            const float2 cv = *reinterpret_cast<const float2*>(c0_row + get<1>(tOcO_rc(0, c)));
-            tOrO_rc(0, c) = fmaf(q0, cv.x, tOrO_rc(0, c));
-            tOrO_rc(0, c + 1) = fmaf(q0, cv.y, tOrO_rc(0, c + 1));
-            tOrO_rc(1, c) = fmaf(q1, cv.x, tOrO_rc(1, c));
-            tOrO_rc(1, c + 1) = fmaf(q1, cv.y, tOrO_rc(1, c + 1));
-          }
-        }
-      }
-      if (p.has_n0) {
-        // Each lane of the quad takes every 4th d; the quad sum in the epilogue adds them.
-        const float* n0 = p.n0_ptr + tile.bh * kDQK;
-        for (int d = lane % 4; d < kDQK; d += 4) {
-          CUTLASS_PRAGMA_UNROLL
-          for (int x = 0; x < 2; ++x) {
-            b_run[x] = fmaf(static_cast<float>(sQ(row_local[x], d)) * scale, n0[d], b_run[x]);
-          }
+          b_run[x] = fmaf(static_cast<float>(sQ(row_local[x], d)) * scale, n0[d], b_run[x]);
         }
       }
     }
