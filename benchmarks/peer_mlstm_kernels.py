@@ -3,6 +3,7 @@ forward and forward+backward, at B*S = 65,536 tokens. Each shape runs in its own
 process (a Triton abort must not take the other cases with it).
 
     python benchmarks/peer_mlstm_kernels.py [--peer chunkwise--triton_limit_chunk] [--reps 10]
+        [--lengths 4096 16384]
 
 Needs mlstm_kernels importable (e.g. `pip install --no-deps mlstm_kernels==2.0.6`, or
 PYTHONPATH pointing at an unpacked wheel) and a CUDA GPU.
@@ -58,9 +59,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peer", default="chunkwise--triton_limit_chunk")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--lengths", type=int, nargs="*", default=None,
+                    help="only the shapes with these sequence lengths")
     args = ap.parse_args()
     print(f"{'shape (B NH S DQK/DV)':<24} {'implementation':<48} {'fwd ms':>8} {'fwd+bwd ms':>11}")
     for shape in SHAPES:
+        if args.lengths and shape[2] not in args.lengths:
+            continue
         label = "{} {} {} {}/{}".format(*shape)
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(shape), args.peer,
                                str(args.reps)], capture_output=True, text=True)

@@ -94,6 +94,17 @@ struct MlstmBackwardParams {
   void* dv_ptr = nullptr;
   // Optional fp32 addends (the initial/final-state terms), added before the cast.
   RowStateAddend dq_add, dk_add, dv_add;
+  // The sm90 family forms the x parts of those addends itself, on tensor cores, from
+  // 16-bit states (x null there; the row scales stay): C = c_lowp * c_factor gives
+  // dq's x_t = dh_t C^T, dC = dc_lowp * dc_factor gives dk's x_j = v_j dC^T and dv's
+  // x_j = k_j dC. Each is (B, NH, 2 DQK, DV): the state / factor as 16-bit hi (rows
+  // [0, DQK)) + lo (rows [DQK, 2 DQK)) parts, which keep the gradient's fp32-class
+  // precision where the state terms cancel against others (the normalizer's gradient);
+  // factors as MlstmForwardParams::c0_lowp_ptr.
+  const void* c_lowp = nullptr;
+  const float* c_factor = nullptr;
+  const void* dc_lowp = nullptr;
+  const float* dc_factor = nullptr;
 
   // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
   // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and

@@ -112,13 +112,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
   const BackwardChoice choice = choose_backward_kernel(q, v, algorithm, backend);
 #ifdef XLSTM_WITH_CUDA
   if (choice.kernel != BackwardKernel::AtenChunkwise) {
+    const bool state_on_tensor_cores = choice.kernel == BackwardKernel::Sm90Parallel;
     if (choice.chunked) {
       return run_chunkwise_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
                                     m_initial, m_rows, eps, resolve_kernel_chunk_size(chunk_size),
-                                    backward_launcher(choice.kernel));
+                                    backward_launcher(choice.kernel), state_on_tensor_cores);
     }
     return run_parallel_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
-                                 m_initial, m_rows, eps, backward_launcher(choice.kernel));
+                                 m_initial, m_rows, eps, backward_launcher(choice.kernel),
+                                 state_on_tensor_cores);
   }
 #endif
   auto g = mlstm_chunkwise_backward_aten(dh, dc_last, dn_last, q, k, v, i, f, c_initial,

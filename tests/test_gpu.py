@@ -106,6 +106,47 @@ def test_initial_state_beyond_fp16_range(backend, algorithm):
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("algorithm", ["parallel", "chunkwise"])
+def test_state_gradients_beyond_fp16_range(backend, algorithm):
+    """The backward's state terms with fp16 inputs and states past fp16's range: |C0| up to
+    ~5e5 and a final-state gradient |dC| up to ~5e5, with small q, k, v so that the
+    gradients themselves stay in range. Kernels that form dh C0^T, v dC^T and k dC on
+    16-bit tensor cores must rescale the states. The normalizer q̂ . n0 is kept well away
+    from 0 (n0 along e_0, q_0 ~ 6 +- 1), so that no gradient is huge for its own reasons."""
+    S, DQK, DV = 100, 64, 64
+    x = _cuda_inputs(S, DQK, DV, torch.float16, True, seed=15)
+    for key in "qkv":
+        x[key] = (x[key].float() * 1e-3).half()
+    x["q"][..., 0] += 6e-3
+    x["c_initial"] = x["c_initial"] * 1e5
+    x["n_initial"] = torch.zeros_like(x["n_initial"])
+    x["n_initial"][..., 0] = 1e6
+    gen = torch.Generator().manual_seed(16)
+    gh = torch.randn(2, 2, S, DV, generator=gen, dtype=torch.float64).cuda()
+    gc = 1e5 * torch.randn(2, 2, DQK, DV, generator=gen, dtype=torch.float64).cuda()
+    assert x["c_initial"].abs().max() > 65504 and gc.abs().max() > 65504
+    names = ["q", "k", "v", "i", "f", "c_initial", "n_initial"]
+
+    def grads(fn, inputs, **kw):
+        leaves = {k: (t.detach().clone().requires_grad_(k in names) if t is not None else None)
+                  for k, t in inputs.items()}
+        h, (c, _n, _m) = fn(**leaves, return_last_states=True, **kw)
+        loss = (h.double() * gh).sum() + (c.double() * gc).sum()
+        return dict(zip(names, torch.autograd.grad(loss, [leaves[k] for k in names])))
+
+    x64 = {k: (t.double() if t is not None else None) for k, t in x.items()}
+    want64 = grads(mlstm_parallel_reference, x64)
+    want_lowp = grads(mlstm_parallel_reference, x)
+    poison_cuda_allocator()
+    got = grads(mlstm, x, backend=backend, algorithm=algorithm)
+    for name in names:
+        assert torch.isfinite(got[name]).all(), f"d{name} not finite"
+    for name in ["q", "k", "v"]:  # the gradients that carry the state terms
+        assert torch.isfinite(want_lowp[name]).all()  # the rule's bound stays finite
+        assert_close_to_reference(got[name], want64[name], want_lowp[name], f"d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("S,DQK,DV", [(127, 64, 64), (300, 128, 256)])
 def test_gradient_parity(backend, dtype, S, DQK, DV):

@@ -180,7 +180,7 @@ run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc
                        const at::Tensor& f, const std::optional<at::Tensor>& c0,
                        const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
                        const at::Tensor& m_rows, double eps, int64_t chunk_size,
-                       BackwardLauncher launch) {
+                       BackwardLauncher launch, bool state_on_tensor_cores) {
   const ChunkedInputs in = chunk_inputs(q, k, v, i, f, chunk_size);
   const ChunkLayout& c = in.layout;
   const int64_t B = c.B, NH = c.NH, N = c.N, DQK = q.size(3), DV = v.size(3);
@@ -214,7 +214,7 @@ run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc
   };
   auto [dq, dk, dv, di, df, unused_dc, unused_dn] =
       run_parallel_backward(dh_c, std::nullopt, std::nullopt, in.q, in.k, in.v, in.i, in.f,
-                            st.c, st.n, st.m, m_c, eps, launch, &chunked);
+                            st.c, st.n, st.m, m_c, eps, launch, state_on_tensor_cores, &chunked);
   (void)unused_dc;
   (void)unused_dn;
 

@@ -44,7 +44,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_chunkwise_final_state(
     const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
     const std::optional<at::Tensor>& m0, int64_t chunk_size);
 
-// Returns (dq, dk, dv, di, df, dc_initial, dn_initial).
+// Returns (dq, dk, dv, di, df, dc_initial, dn_initial). `state_on_tensor_cores`: as for
+// run_parallel_backward.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc_last,
                        const std::optional<at::Tensor>& dn_last, const at::Tensor& q,
@@ -52,6 +53,6 @@ run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc
                        const at::Tensor& f, const std::optional<at::Tensor>& c0,
                        const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
                        const at::Tensor& m_rows, double eps, int64_t chunk_size,
-                       BackwardLauncher launch);
+                       BackwardLauncher launch, bool state_on_tensor_cores);
 
 }  // namespace xlstm

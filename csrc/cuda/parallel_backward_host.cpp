@@ -25,7 +25,9 @@ const float* ptr_or_null(const at::Tensor& t) {
 struct InitialState {
   at::Tensor c, n;        // fp32 (B, NH, DQK, DV), (B, NH, DQK)
   at::Tensor w;           // (B, NH, S) fp32: w0_t
-  at::Tensor dh_c;        // (B, NH, S, DQK) fp32: dh_t C0^T (undefined without C0)
+  at::Tensor dh_c;        // (B, NH, S, DQK) fp32: dh_t C0^T (undefined without C0, or
+                          // where the kernels form it: then c_lowp, c_factor are set)
+  at::Tensor c_lowp, c_factor;  // state_for_tensor_cores(C0, split)
   at::Tensor q_dh_c, q_n; // (B, NH, S) fp32: q_t . dh_c_t and q_t . n0 (0 where absent)
   bool given() const { return w.defined(); }
 };
@@ -34,7 +36,7 @@ InitialState make_initial_state(const at::Tensor& dh, const at::Tensor& q,
                                 const std::optional<at::Tensor>& c0,
                                 const std::optional<at::Tensor>& n0,
                                 const std::optional<at::Tensor>& m0, const at::Tensor& fcum,
-                                const at::Tensor& m) {
+                                const at::Tensor& m, bool state_on_tensor_cores) {
   InitialState st;
   st.c = state_fp32(c0);
   st.n = state_fp32(n0);
@@ -45,8 +47,12 @@ InitialState make_initial_state(const at::Tensor& dh, const at::Tensor& q,
   st.w = (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
   if (st.c.defined()) {  // dh_t C0^T, q_t . (dh_t C0^T), q_t . n0
     StateRowProduct r = rows_times_state(dh, st.c, /*transpose_state=*/true, 1.0,
-                                         /*split=*/true, dt, q, st.n);
+                                         /*split=*/true, dt, q, st.n,
+                                         /*want_out=*/!state_on_tensor_cores);
     st.dh_c = r.out;
+    if (state_on_tensor_cores) {
+      std::tie(st.c_lowp, st.c_factor) = state_for_tensor_cores(st.c, dt, 1.0, /*split=*/true);
+    }
     st.q_dh_c = r.dot_x;
     st.q_n = r.dot_y;
   } else {
@@ -89,7 +95,9 @@ InitialTerms initial_state_terms(const InitialState& st, const at::Tensor& q,
 // initial state: dk_j += g_j (dC_S v_j + dn_S), dv_j += g_j dC_S^T k_j.
 struct FinalTerms {
   at::Tensor g;             // (B, NH, S) fp32: g_j, the row scale of both addends
-  at::Tensor dk_x, dv_x;    // (B, NH, S, D) fp32: v_j dC_S^T, k_j dC_S (undefined without dC_S)
+  at::Tensor dk_x, dv_x;    // (B, NH, S, D) fp32: v_j dC_S^T, k_j dC_S (undefined without
+                            // dC_S, or where the kernels form them from dc_lowp)
+  at::Tensor dc_lowp, dc_factor;  // state_for_tensor_cores(dC_S, split)
   at::Tensor di_add;        // (B, NH, S)
   at::Tensor last_row_add;  // (B, NH): into dF at t = S
   at::Tensor g0;            // (B, NH) fp32
@@ -98,7 +106,7 @@ struct FinalTerms {
 FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const at::Tensor& k,
                              const at::Tensor& v, const at::Tensor& ig, const at::Tensor& fcum,
                              const at::Tensor& m_final, const std::optional<at::Tensor>& m0,
-                             const InitialState& init) {
+                             const InitialState& init, bool state_on_tensor_cores) {
   const auto dt = k.scalar_type();
   FinalTerms t;
   const int64_t S = k.size(2);
@@ -109,11 +117,16 @@ FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const
   if (dcS.defined()) {
     // dk_x also feeds dI through k . dk_x: dC_S split into hi + lo. dv_x feeds dv only.
     StateRowProduct r = rows_times_state(v, dcS, /*transpose_state=*/true, 1.0,
-                                         /*split=*/true, dt, k, dnS);
+                                         /*split=*/true, dt, k, dnS,
+                                         /*want_out=*/!state_on_tensor_cores);
     t.dk_x = r.out;
     k_dkx = r.dot_x;
     k_dn = r.dot_y;
-    t.dv_x = rows_times_state(k, dcS, /*transpose_state=*/false, 1.0, /*split=*/false, dt).out;
+    if (state_on_tensor_cores) {
+      std::tie(t.dc_lowp, t.dc_factor) = state_for_tensor_cores(dcS, dt, 1.0, /*split=*/true);
+    } else {
+      t.dv_x = rows_times_state(k, dcS, /*transpose_state=*/false, 1.0, /*split=*/false, dt).out;
+    }
   } else {
     std::tie(k_dkx, k_dn) = row_dots(k, at::Tensor(), dnS);
   }
@@ -142,7 +155,7 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
                       const at::Tensor& m_rows, double eps, BackwardLauncher launch,
-                      const ChunkedBackward* chunked) {
+                      bool state_on_tensor_cores, const ChunkedBackward* chunked) {
   const int64_t B = q_in.size(0), NH = q_in.size(1), S = q_in.size(2);
   const int64_t DQK = q_in.size(3), DV = v_in.size(3);
   c10::cuda::CUDAGuard device_guard(q_in.device());
@@ -191,7 +204,7 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   p.dhu_ptr = dhu.data_ptr<float>();
   p.bsum_ptr = bsum.data_ptr<float>();
   launch(p, BackwardPass::kRowDotProducts, stream);
-  const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m);
+  const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
   if (init.given()) {
     dhu = dhu + init.w * init.q_dh_c * scale;
     bsum = bsum + init.w * init.q_n * scale;
@@ -225,17 +238,25 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
     const at::Tensor m_final =
         chunked != nullptr ? chunked->m_final : m.narrow(-1, S - 1, 1);
     dnS = dnS.defined() ? dnS.contiguous() : dnS;
-    fin = final_state_terms(dcS, dnS, k, v, ig, fcum, m_final, m0, init);
+    fin = final_state_terms(dcS, dnS, k, v, ig, fcum, m_final, m0, init, state_on_tensor_cores);
   }
 
   if (init.given()) {
     p.dq_add = {ptr_or_null(init.dh_c), init_terms.dq_x_scale.data_ptr<float>(),
                 ptr_or_null(init.n), init_terms.dq_y_scale.data_ptr<float>()};
+    if (init.c_lowp.defined()) {
+      p.c_lowp = init.c_lowp.data_ptr();
+      p.c_factor = ptr_or_null(init.c_factor);
+    }
   }
   if (fin.g.defined()) {
     const float* g = fin.g.data_ptr<float>();
     p.dk_add = {ptr_or_null(fin.dk_x), g, ptr_or_null(dnS), g};
     p.dv_add = {ptr_or_null(fin.dv_x), g, nullptr, nullptr};
+    if (fin.dc_lowp.defined()) {
+      p.dc_lowp = fin.dc_lowp.data_ptr();
+      p.dc_factor = ptr_or_null(fin.dc_factor);
+    }
   }
   launch(p, BackwardPass::kGradients, stream);
 

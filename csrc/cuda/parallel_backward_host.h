@@ -37,6 +37,9 @@ struct ChunkedBackward {
 
 // Returns (dq, dk, dv, di, df, dc_initial, dn_initial). With `chunked`, dc_last and
 // dn_last are ignored and dc_initial, dn_initial are not computed (0-element tensors).
+// `state_on_tensor_cores`: the launcher's kernels form the state terms of dq, dk, dv
+// themselves from 16-bit states (MlstmBackwardParams::c_lowp / dc_lowp, the sm90
+// family); else they add fp32 rows computed here.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 run_parallel_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc_last,
                       const std::optional<at::Tensor>& dn_last, const at::Tensor& q,
@@ -44,6 +47,6 @@ run_parallel_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc_
                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
                       const at::Tensor& m_rows, double eps, BackwardLauncher launch,
-                      const ChunkedBackward* chunked = nullptr);
+                      bool state_on_tensor_cores, const ChunkedBackward* chunked = nullptr);
 
 }  // namespace xlstm

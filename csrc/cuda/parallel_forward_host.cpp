@@ -1,6 +1,7 @@
 #include "cuda/parallel_forward_host.h"
 
 #include "cuda/kernel_inputs.h"
+#include "cuda/state_gemm.h"
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -11,25 +12,6 @@
 #include <utility>
 
 namespace xlstm {
-namespace {
-
-// scale * C0 / factor in the input dtype, and the factor (B, NH) fp32: a power of two
-// that brings the largest |scale * C0| of a state under 2^14 (fp16's range ends at
-// 65504; a state is a sum of up to S weighted outer products and can pass it). bf16
-// has fp32's range: no factor (undefined).
-std::pair<at::Tensor, at::Tensor> lowp_state(const at::Tensor& c0f, at::ScalarType dtype,
-                                             double scale) {
-  if (dtype == at::kBFloat16) return {(c0f * scale).to(dtype).contiguous(), at::Tensor()};
-  constexpr double kLimit = 16384.0;
-  const at::Tensor amax = c0f.abs().amax({-2, -1}) * scale;  // (B, NH)
-  const at::Tensor factor =
-      at::where(amax > kLimit, at::exp2(at::ceil(at::log2(amax / kLimit))), at::ones_like(amax))
-          .contiguous();
-  const at::Tensor lowp = (c0f * (scale / factor).unsqueeze(-1).unsqueeze(-1)).to(dtype);
-  return {lowp.contiguous(), factor};
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
@@ -69,7 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   at::Tensor c0_lowp, c0_factor;
   if (state_on_tensor_cores && c0f.defined()) {
     std::tie(c0_lowp, c0_factor) =
-        lowp_state(c0f, q.scalar_type(), 1.0 / std::sqrt(static_cast<double>(DQK)));
+        state_for_tensor_cores(c0f, q.scalar_type(), 1.0 / std::sqrt(static_cast<double>(DQK)),
+                               /*split=*/false);
     p.c0_lowp_ptr = c0_lowp.data_ptr();
     p.c0_factor_ptr = c0_factor.defined() ? c0_factor.data_ptr<float>() : nullptr;
   }

@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <tuple>
 #include <vector>
@@ -46,6 +47,28 @@ __global__ void split_bf16_kernel(const T* __restrict__ x, int64_t row_stride,
     const __nv_bfloat16 h = __float2bfloat16_rn(v);
     hi[idx] = h;
     lo[idx] = __float2bfloat16_rn(v - __bfloat162float(h));
+  }
+}
+
+__device__ __forceinline__ void round_to(float v, __nv_bfloat16* out) { *out = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void round_to(float v, __half* out) { *out = __float2half_rn(v); }
+
+// Per sequence s of `per_seq` fp32 elements: v = x * scale / factor[s] (factor may be
+// null), written as out[s][0] = round(v) and, with parts == 2, out[s][1] = round(v -
+// out[s][0]). One read and `parts` 16-bit writes per element.
+template <typename Out>
+__global__ void state_lowp_kernel(const float* __restrict__ x, int64_t per_seq, int64_t seqs,
+                                  const float* __restrict__ factor, float scale, int parts,
+                                  Out* __restrict__ out) {
+  const int64_t n = per_seq * seqs;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < n;
+       idx += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t s = idx / per_seq, e = idx - s * per_seq;
+    float v = x[idx] * scale;
+    if (factor != nullptr) v /= factor[s];  // a power of two: exact
+    Out* o = out + s * parts * per_seq + e;
+    round_to(v, o);
+    if (parts == 2) round_to(v - to_float(*o), o + per_seq);
   }
 }
 
@@ -187,10 +210,10 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
 StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
                                  bool transpose_state, double scale, bool split,
                                  at::ScalarType input_dtype, const at::Tensor& c,
-                                 const at::Tensor& y) {
+                                 const at::Tensor& y, bool want_out) {
   const int64_t N = state.size(transpose_state ? -2 : -1);
   if (input_dtype == at::kBFloat16 && state_row_product_supported(a, N, c)) {
-    return state_row_product(a, state, transpose_state, scale, split, c, y);
+    return state_row_product(a, state, transpose_state, scale, split, c, y, want_out);
   }
   GemmOperand m = gemm_operand(state, input_dtype, at::Tensor(), scale);
   if (transpose_state) m = m.t();
@@ -198,7 +221,45 @@ StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
   StateRowProduct r;
   r.out = gemm_f32(gemm_operand(a, input_dtype), m);
   if (c.defined()) std::tie(r.dot_x, r.dot_y) = row_dots(c, r.out, y);
+  if (!want_out) r.out = at::Tensor();
   return r;
+}
+
+std::pair<at::Tensor, at::Tensor> state_for_tensor_cores(const at::Tensor& state,
+                                                         at::ScalarType input_dtype,
+                                                         double scale, bool split) {
+  TORCH_CHECK(input_dtype == at::kBFloat16 || input_dtype == at::kHalf,
+              "xlstm: internal error: tensor-core states are fp16 or bf16");
+  const at::Tensor s = state.to(at::kFloat).contiguous();
+  const int64_t K = s.size(-2), N = s.size(-1), seqs = s.numel() / (K * N);
+  at::Tensor factor;
+  if (input_dtype == at::kHalf) {
+    constexpr double kLimit = 16384.0;
+    const at::Tensor amax = s.abs().amax({-2, -1}) * scale;
+    factor = at::where(amax > kLimit, at::exp2(at::ceil(at::log2(amax / kLimit))),
+                       at::ones_like(amax))
+                 .contiguous();
+  }
+  const int parts = split ? 2 : 1;
+  std::vector<int64_t> sizes = s.sizes().vec();
+  sizes[sizes.size() - 2] = parts * K;
+  at::Tensor out = at::empty(sizes, s.options().dtype(input_dtype));
+  if (s.numel() == 0) return {out, factor};
+  c10::cuda::CUDAGuard guard(s.device());
+  const int blocks =
+      static_cast<int>(std::min<int64_t>((s.numel() + kThreads - 1) / kThreads, 65536));
+  const float* f = factor.defined() ? factor.data_ptr<float>() : nullptr;
+  auto launch = [&](auto* o) {
+    state_lowp_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        s.data_ptr<float>(), K * N, seqs, f, static_cast<float>(scale), parts, o);
+  };
+  if (input_dtype == at::kBFloat16) {
+    launch(reinterpret_cast<__nv_bfloat16*>(out.data_ptr()));
+  } else {
+    launch(reinterpret_cast<__half*>(out.data_ptr()));
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {out, factor};
 }
 
 std::pair<at::Tensor, at::Tensor> row_dots(const at::Tensor& a, const at::Tensor& x,

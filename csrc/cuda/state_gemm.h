@@ -57,10 +57,22 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
 // the state split into hi + lo (split) or rounded to bf16 once; with c (..., L, N), also
 // the row dots c_t . out_t and c_t . y (y (..., N), or undefined -> 0). The fused kernel
 // of state_row_product.h where it applies (bf16), else the GEMM route and row_dots.
+// want_out false: the caller needs the row dots only (out is left undefined).
 StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
                                  bool transpose_state, double scale, bool split,
                                  at::ScalarType input_dtype, const at::Tensor& c = at::Tensor(),
-                                 const at::Tensor& y = at::Tensor());
+                                 const at::Tensor& y = at::Tensor(), bool want_out = true);
+
+// A per-sequence fp32 state (..., K, N) for the kernels' tensor cores: {x = scale * state /
+// factor in the input dtype, contiguous, factor}. Rounded once, x is (..., K, N); with
+// split, (..., 2K, N): rows [0, K) hi = x rounded, rows [K, 2K) lo = (x - hi) rounded (hi +
+// lo equals x to about 2^-17 relative for bf16, 2^-22 for fp16). factor (...) fp32 is a
+// power of two that brings the largest |scale * state| of a sequence under 2^14 (fp16's
+// range ends at 65504, and a state is a sum of up to S weighted outer products); bf16
+// has fp32's range and gets no factor (undefined).
+std::pair<at::Tensor, at::Tensor> state_for_tensor_cores(const at::Tensor& state,
+                                                         at::ScalarType input_dtype,
+                                                         double scale, bool split);
 
 // Per row r of a (..., R, D) (fp16/bf16 view, unit last stride), with G = R / group rows:
 //   dot_x[r] = a[r] . x[r]        x: fp32 contiguous like a, or undefined (-> 0)

@@ -14,7 +14,7 @@
 namespace xlstm {
 
 struct StateRowProduct {
-  at::Tensor out;    // (B, H, L, N) fp32
+  at::Tensor out;    // (B, H, L, N) fp32 (undefined unless wanted)
   at::Tensor dot_x;  // (B, H, L) fp32: c_t . out_t (undefined without c)
   at::Tensor dot_y;  // (B, H, L) fp32: c_t . y (undefined without c and y)
 };
@@ -27,9 +27,9 @@ bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tenso
 // a: (B, H, L, K) bf16; state: (B, H, K, N) fp32 (transpose_state = false) or
 // (B, H, N, K) (transpose_state = true); split: the state enters as bf16 hi + lo
 // (about 2^-17 relative) or rounded to bf16 once. c: (B, H, L, N) bf16 or undefined;
-// y: (B, H, N) fp32 or undefined.
+// y: (B, H, N) fp32 or undefined. want_out false: only the row dots (out is not stored).
 StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
                                   bool transpose_state, double scale, bool split,
-                                  const at::Tensor& c, const at::Tensor& y);
+                                  const at::Tensor& c, const at::Tensor& y, bool want_out);
 
 }  // namespace xlstm

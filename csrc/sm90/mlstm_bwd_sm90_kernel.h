@@ -87,6 +87,19 @@ CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p, int work) {
   return t;
 }
 
+// The 16-bit state whose terms a kind forms on tensor cores (null: none).
+CUTLASS_DEVICE const void* bwd_state(const MlstmBackwardParams& p, BwdKind kind) {
+  return kind == BwdKind::kDQ ? p.c_lowp : p.dc_lowp;
+}
+
+// The first state piece (kBlockN state rows) an item reads: all pieces where a dv chunk
+// is formed (it sums over all state rows), else those of the item's dq / dk chunk.
+template <class Traits>
+CUTLASS_DEVICE int bwd_first_state_piece(BwdTile const& tile) {
+  if constexpr (Traits::kOutV) return 0;
+  return (Traits::kFirstChunk + tile.out_slice) * Traits::kPiecesPerChunkQK;
+}
+
 // Producer of one work item: one thread issues every TMA (the stationary tiles, then
 // the streamed tiles through the pipeline). The caller has made sure the consumers
 // are done with the previous item's stationary tiles.
@@ -128,6 +141,31 @@ CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
   uint64_t& bar_x = reinterpret_cast<uint64_t&>(storage.barrier_x);
   copy(params.tma_xqk.with(bar_x, 0), tXgXqk, tXsXqk);
   copy(params.tma_xv.with(bar_x, 0), tXgXv, tXsXv);
+  if constexpr (Traits::kStatePieces > 0) {
+    if (bwd_state(p, Traits::kKind) != nullptr) {
+      // The state's pieces first, in the Y_v slots. The Y_qk slot gets the first
+      // streamed tile as well, unused, so that every stage carries kTmaBytesY.
+      Tensor gState = local_tile(params.tma_state.get_tma_tensor(make_shape(
+                                     Traits::kStateParts * kDQK, kDV, static_cast<int>(p.NH),
+                                     static_cast<int>(p.B)))(_, _, h, b),
+                                 Shape<Int<kBlockN>, Int<kDV>>{}, make_coord(_, _0{}));
+      auto [tSgS, tSsS] = tma_partition(params.tma_state, _0{}, Layout<_1>{},
+                                        group_modes<0, 2>(sYv), group_modes<0, 2>(gState));
+      const int first = bwd_first_state_piece<Traits>(tile);
+      CUTLASS_PRAGMA_UNROLL
+      for (int part = 0; part < Traits::kStateParts; ++part) {
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < Traits::kStatePieces; ++i) {
+          pipeline.producer_acquire(write);
+          uint64_t* full = pipeline.producer_get_barrier(write);
+          copy(params.tma_yqk.with(*full, 0), tYgYqk(_, tile.n_first), tYsYqk(_, write.index()));
+          copy(params.tma_state.with(*full, 0),
+               tSgS(_, part * Traits::kPiecesPerPart + first + i), tSsS(_, write.index()));
+          ++write;
+        }
+      }
+    }
+  }
   for (int n = tile.n_first; n <= tile.n_last; ++n) {
     pipeline.producer_acquire(write);
     uint64_t* full = pipeline.producer_get_barrier(write);
@@ -234,6 +272,83 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     x_db[r] = in && kRowSt && kHasRowGrads ? dbp[x_idx[r]] : 0.f;
     row_stat[r] = 0.f;
     row_b[r] = 0.f;
+  }
+
+  // State terms (docs/semantics.md): the outputs start at row_scale * (X state), from
+  // the state's pieces (hi part, then lo part) that precede the streamed tiles in the
+  // pipeline.
+  if constexpr (Traits::kStatePieces > 0) {
+    if (bwd_state(p, kKind) != nullptr) {
+      const float* factor_ptr = kKind == BwdKind::kDQ ? p.c_factor : p.dc_factor;
+      const float factor = factor_ptr != nullptr ? factor_ptr[bh] : 1.f;
+      const RowStateAddend& add_qk = kKind == BwdKind::kDQ ? p.dq_add : p.dk_add;
+      float scale_qk[kRows], scale_v[kRows];
+      CUTLASS_PRAGMA_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const bool in = x_idx[r] < S;
+        scale_qk[r] = in && kOutQK ? add_qk.row_scale[bh * S + x_idx[r]] * factor : 0.f;
+        scale_v[r] = in && kOutV ? p.dv_add.row_scale[bh * S + x_idx[r]] * factor : 0.f;
+      }
+      typename Traits::TiledMmaStateV mma_sv;
+      auto thr_sv = mma_sv.get_thread_slice(thread_idx);
+      Tensor tVrX = thr_sv.partition_fragment_A(sXqk);  // (MMA, 1, DQK/16) descriptors
+      mma_sv.accumulate_ = GMMA::ScaleOut::One;          // acc_v was cleared
+      Tensor acc_qk_rc = make_tensor(acc_qk.data(), acc_layout_rowcol(acc_qk.layout()));
+      const int first = bwd_first_state_piece<Traits>(tile);
+      const int qk_first = chunk_qk * Traits::kPiecesPerChunkQK;
+      CUTLASS_PRAGMA_UNROLL
+      for (int part_i = 0; part_i < Traits::kStateParts * Traits::kStatePieces; ++part_i) {
+        const int i = part_i % Traits::kStatePieces;  // the piece within the part
+        pipeline.consumer_wait(read);
+        const int stage = read.index();
+        if constexpr (kOutQK) {
+          // Columns [pq * kBlockN, ...) of the dq / dk chunk: X_v piece^T.
+          CUTLASS_PRAGMA_UNROLL
+          for (int pq = 0; pq < Traits::kPiecesPerChunkQK; ++pq) {
+            if (first + i == qk_first + pq) {
+              wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
+              warpgroup_wait<0>();
+              warpgroup_fence_operand(tSrP);
+              CUTLASS_PRAGMA_UNROLL
+              for (int r = 0; r < kRows; ++r) {
+                CUTLASS_PRAGMA_UNROLL
+                for (int c = 0; c < kCols; ++c) {
+                  acc_qk_rc(r, pq * kCols + c) =
+                      fmaf(scale_qk[r], g_rc(r, c), acc_qk_rc(r, pq * kCols + c));
+                }
+              }
+            }
+          }
+        }
+        if constexpr (kOutV) {
+          // dv chunk += X_qk[:, piece rows] piece[:, chunk] (first = 0: i is the piece).
+          Tensor t = make_tensor(make_smem_ptr(storage.smem_yv.data() + stage * kBlockN * kDV +
+                                               chunk_v * kBlockN * kChunkV),
+                                 typename Traits::template SmemLayoutChunkT<kChunkV>{});
+          Tensor tB = thr_sv.partition_fragment_B(t);
+          constexpr int kSteps = kBlockN / 16;
+          warpgroup_fence_operand(acc_v);
+          warpgroup_arrive();
+          CUTLASS_PRAGMA_UNROLL
+          for (int k = 0; k < kSteps; ++k) {
+            cute::gemm(mma_sv, tVrX(_, _, i * kSteps + k), tB(_, _, k), acc_v);
+          }
+          warpgroup_commit_batch();
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(acc_v);
+        }
+        pipeline.consumer_release(read);
+        ++read;
+      }
+      if constexpr (kOutV) {
+        Tensor acc_v_rc = make_tensor(acc_v.data(), acc_layout_rowcol(acc_v.layout()));
+        CUTLASS_PRAGMA_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          CUTLASS_PRAGMA_UNROLL
+          for (int c = 0; c < size<1>(acc_v_rc); ++c) acc_v_rc(r, c) *= scale_v[r];
+        }
+      }
+    }
   }
 
   // Streamed-row scalars: thread tid_wg < kBlockN fetches those of one row a step
@@ -364,14 +479,13 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     }
   }
   if constexpr (kKind == BwdKind::kDhu) return;
-  // acc (kBlockM x kChunk) (+ the state addend) -> columns
-  // [chunk * kChunk, ...) of a contiguous (B, NH, S, d_out) output.
+  // acc (kBlockM x kChunk) (+ the addend's y part; its x part is in acc already) ->
+  // columns [chunk * kChunk, ...) of a contiguous (B, NH, S, d_out) output.
   auto store = [&](auto const& acc, auto const& thr_mma, auto chunk_c, int chunk, void* out_ptr,
                    const RowStateAddend& add, int d_out) {
     constexpr int kChunk = decltype(chunk_c)::value;
     const int64_t col0 = static_cast<int64_t>(chunk) * kChunk;
     Element* out = reinterpret_cast<Element*>(out_ptr) + bh * S * d_out + col0;
-    const float* add_x = add.x != nullptr ? add.x + bh * S * d_out + col0 : nullptr;
     const float* add_y = add.y != nullptr ? add.y + bh * d_out + col0 : nullptr;
     Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kChunk>>{}));
     // Accumulator elements e, e + 1 (e even) are columns col, col + 1 of one row: one
@@ -383,12 +497,6 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
         const int col = get<1>(tOcO(e));
         const int64_t off = row * d_out + col;
         float v0 = acc(e), v1 = acc(e + 1);
-        if (add_x != nullptr) {
-          const float rs = add.row_scale[bh * S + row];
-          const float2 ax = *reinterpret_cast<const float2*>(add_x + off);
-          v0 = fmaf(rs, ax.x, v0);
-          v1 = fmaf(rs, ax.y, v1);
-        }
         if (add_y != nullptr) {
           const float rs = add.y_row_scale[bh * S + row];
           const float2 ay = *reinterpret_cast<const float2*>(add_y + col);

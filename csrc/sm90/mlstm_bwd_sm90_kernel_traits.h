@@ -105,6 +105,27 @@ struct BwdTraits {
   using TiledMmaOutQK = TiledMmaOut<kChunkQK>;
   using TiledMmaOutV = TiledMmaOut<kChunkV>;
 
+  // State terms (MlstmBackwardParams::c_lowp / dc_lowp), formed before the streamed
+  // tiles: the 16-bit state (DQK x DV) streams through the Y_v stages in pieces of
+  // kBlockN rows (state rows = DQK index). dq / dk columns of a piece: X_v piece^T with
+  // TiledMmaP (K = DV), into the score accumulator, then scaled into the output one.
+  // dv chunk: X_qk[:, piece rows] piece[:, chunk] summed over all pieces (SS, the
+  // piece's chunk an MN-major B operand as in TiledMmaOut), scaled at the end.
+  // Each state comes as a hi and a lo part (MlstmBackwardParams::c_lowp), streamed one
+  // after the other; every product is summed over both.
+  static constexpr int kStateParts = 2;
+  static constexpr int kPiecesPerPart = kDQK / kBlockN;
+  static constexpr int kPiecesPerChunkQK = kChunkQK / kBlockN;
+  // Pieces per part an item reads.
+  static constexpr int kStatePieces = kKind == BwdKind::kDhu ? 0
+                                      : kOutV                ? kPiecesPerPart
+                                                             : kPiecesPerChunkQK;
+  using TiledMmaStateV = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, ElementAccum,
+                           Shape<Int<kBlockM>, Int<kChunkV>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+
   // Row-major tiles, head dim contiguous, 128-byte swizzle atoms of 8 x 64 elements.
   // tile_to_shape stacks the atoms down the rows first, so every 64-column block of a
   // tile (and so every output chunk) is one contiguous, canonically swizzled block.
@@ -169,10 +190,22 @@ struct BwdTraits {
                      int64_t bs) {
     return make_tma<kBlockN, kDV>(ptr, p, rs, hs, bs, take<0, 2>(SmemLayoutYv{}));
   }
+  // A (2 DQK, DV) state (hi rows, then lo rows) per (batch, head), contiguous, in
+  // Y_v-stage pieces. Without a state the descriptor points at the first input and is
+  // never used.
+  static auto tma_state(const void* ptr, const MlstmBackwardParams& p) {
+    constexpr int kRows = kStateParts * kDQK;
+    const int64_t state = static_cast<int64_t>(kRows) * kDV;
+    return make_tma_copy(SM90_TMA_LOAD{},
+                         gmem_tensor<Element>(ptr != nullptr ? ptr : p.q_ptr, kRows, kDV, p.NH,
+                                              p.B, kDV, state, p.NH * state),
+                         take<0, 2>(SmemLayoutYv{}), Shape<Int<kBlockN>, Int<kDV>>{}, _1{});
+  }
   using TmaXqk = decltype(tma_xqk(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
   using TmaXv = decltype(tma_xv(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
   using TmaYqk = decltype(tma_yqk(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
   using TmaYv = decltype(tma_yv(nullptr, std::declval<const MlstmBackwardParams&>(), 0, 0, 0));
+  using TmaState = decltype(tma_state(nullptr, std::declval<const MlstmBackwardParams&>()));
 
   struct Params {
     MlstmBackwardParams p;
@@ -180,6 +213,7 @@ struct BwdTraits {
     TmaXv tma_xv;
     TmaYqk tma_yqk;
     TmaYv tma_yv;
+    TmaState tma_state;  // C for kDQ, dC for the other kinds
   };
 };
 

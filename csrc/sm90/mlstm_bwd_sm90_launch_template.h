@@ -23,6 +23,8 @@ struct BwdInput {
 template <class Element, int kDQK, int kDV, BwdKind kKind>
 void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t stream) {
   using Traits = BwdTraits<Element, kDQK, kDV, kKind>;
+  TORCH_CHECK(p.dq_add.x == nullptr && p.dk_add.x == nullptr && p.dv_add.x == nullptr,
+              "mlstm sm90 backward: internal error: state terms come as c_lowp / dc_lowp");
   const BwdInput q{p.q_ptr, p.q_row_stride, p.q_head_stride, p.q_batch_stride};
   const BwdInput k{p.k_ptr, p.k_row_stride, p.k_head_stride, p.k_batch_stride};
   const BwdInput v{p.v_ptr, p.v_row_stride, p.v_head_stride, p.v_batch_stride};
@@ -37,7 +39,8 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
       Traits::tma_xqk(xqk.ptr, p, xqk.row_stride, xqk.head_stride, xqk.batch_stride),
       Traits::tma_xv(xv.ptr, p, xv.row_stride, xv.head_stride, xv.batch_stride),
       Traits::tma_yqk(yqk.ptr, p, yqk.row_stride, yqk.head_stride, yqk.batch_stride),
-      Traits::tma_yv(yv.ptr, p, yv.row_stride, yv.head_stride, yv.batch_stride)};
+      Traits::tma_yv(yv.ptr, p, yv.row_stride, yv.head_stride, yv.batch_stride),
+      Traits::tma_state(kKind == BwdKind::kDQ ? p.c_lowp : p.dc_lowp, p)};
   constexpr size_t kSmem = sizeof(typename Traits::SharedStorage);
   static_assert(kSmem <= 227 * 1024, "shared memory of the sm90 backward tile exceeds 227 KB");
   auto kernel = mlstm_bwd_sm90_kernel<Traits>;
