@@ -43,14 +43,16 @@ struct KernelChoice {
 // "auto" runs the kernels chunkwise from these sequence lengths on: below them the
 // quadratic form's one pass is faster than the scan plus the per-chunk state terms.
 // Measured on an H100, bf16, B·S = 65,536, sm90 kernels, chunk 512
-// (benchmarks/auto_threshold_sweep.py; benchmarks/NOTES.md, session 6), NH 32 D 128 at
-// S = 2048 / 4096: forward parallel 2.61 / 4.59 ms vs chunkwise 4.27 / 4.27; backward
-// (fwd+bwd minus fwd) parallel 13.1 / 22.6 vs chunkwise 16.6 / 16.5. The parallel times
-// grow linearly with S at fixed B·S, the chunkwise ones stay flat: crossovers near
-// S = 3760 (forward) and 2810 (backward); 7B heads (NH 16, 128/256) near 3900 and 2960.
+// (benchmarks/auto_threshold_sweep.py 2048 3072; benchmarks/NOTES.md, session 7), ms at
+// S = 2048 / 3072: NH 32 D 128 forward parallel 2.58 / 3.59 vs chunkwise 3.61 / 3.17,
+// backward (fwd+bwd minus fwd) parallel 12.7 / 17.6 vs chunkwise 12.6 / 13.4; NH 16
+// 128/256 forward 2.34 / 2.91 vs 2.96 / 2.69, backward 9.0 / 13.1 vs 9.8 / 10.7. The
+// parallel times grow linearly with S at fixed B·S, the chunkwise ones stay flat:
+// forward crossovers near S = 2780 (both head shapes), backward near 2050 (NH 32) and
+// 2340 (NH 16). The backward threshold sits between the two measured lengths.
 // Either backward takes either forward's row statistics (the same function).
-constexpr int64_t kAutoChunkwiseMinLength = 4096;
-constexpr int64_t kAutoChunkwiseBackwardMinLength = 3072;
+constexpr int64_t kAutoChunkwiseMinLength = 3072;
+constexpr int64_t kAutoChunkwiseBackwardMinLength = 2560;
 
 // Resolves the kernel for inputs like (q, v); throws on bad `algorithm`/`backend`
 // values and on families the GPU cannot run or this build left out.

@@ -59,8 +59,8 @@ def mlstm(
         eps: added to the normalizer's denominator, >= 0.
         algorithm: "parallel" (the quadratic tiled form), "chunkwise" (the same
             kernels per chunk after a scan over chunks: O(S·L) work, for long S) or
-            "auto" (forward: parallel up to 4095 steps, chunkwise from
-            4096; backward: chunkwise from 3072).
+            "auto" (forward: parallel up to 3071 steps, chunkwise from
+            3072; backward: chunkwise from 2560).
         chunk_size: chunk length of the chunkwise algorithm (None: 512 for the CUDA
             kernels, 64 for the ATen path).
         backend: "auto" (by compute capability; the XLSTM_CUDA_BACKEND environment
