@@ -52,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   if (state_on_tensor_cores && c0f.defined()) {
     std::tie(c0_lowp, c0_factor) =
         state_for_tensor_cores(c0f, q.scalar_type(), 1.0 / std::sqrt(static_cast<double>(DQK)),
-                               /*split=*/false);
+                               /*split=*/true);
     p.c0_lowp_ptr = c0_lowp.data_ptr();
     p.c0_factor_ptr = c0_factor.defined() ? c0_factor.data_ptr<float>() : nullptr;
   }

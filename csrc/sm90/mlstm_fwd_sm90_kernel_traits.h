@@ -49,15 +49,16 @@ struct TileTraits {
       AtomLayout{}));
 
   // O += Q C0 for the initial state (c0_lowp_ptr): Q from shared memory (SS), C0 an
-  // MN-major B operand streamed through the V stages in kStateTiles pieces of
-  // kStateRows rows (a V stage holds kBlockN rows; with DQK < kBlockN the rows past
-  // DQK arrive zero-filled and are not read).
+  // MN-major B operand streamed through the V stages. C0 comes as hi rows then lo rows
+  // ((2 DQK, DV) per sequence); a V stage holds kBlockN of those rows, so the state
+  // takes kStatePieces stages (rows past 2 DQK arrive zero-filled and are not read), and
+  // state row r pairs with Q's column r % DQK.
   using TiledMmaC = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, ElementAccum, TileShapeO, GMMA::Major::K,
                            GMMA::Major::MN>(),
       AtomLayout{}));
-  static constexpr int kStateRows = kDQK < kBlockN ? kDQK : kBlockN;
-  static constexpr int kStateTiles = kDQK / kStateRows;
+  static constexpr int kStateRowsTotal = 2 * kDQK;
+  static constexpr int kStatePieces = (kStateRowsTotal + kBlockN - 1) / kBlockN;
 
   // Q, K, V tiles are row-major with the head dim contiguous (K-major for WGMMA):
   // 128-byte swizzle atoms of 8 x 64 elements, no bank conflicts for TMA or WGMMA.
@@ -101,15 +102,16 @@ auto make_tma_v(const MlstmForwardParams& p) {
                        Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
 }
 
-// C0 as the kernel reads it, (DQK, DV) per (batch, head), in V-stage boxes. Without an
+// C0 as the kernel reads it, (2 DQK, DV) per (batch, head) (hi, lo), in V-stage boxes. Without an
 // initial state the descriptor points at v and is never used.
 template <class T>
 auto make_tma_c(const MlstmForwardParams& p) {
   using E = typename T::Element;
   const void* c0 = p.c0_lowp_ptr != nullptr ? p.c0_lowp_ptr : p.v_ptr;
-  const int64_t state = static_cast<int64_t>(T::kDQK) * p.DV;
+  const int64_t state = static_cast<int64_t>(T::kStateRowsTotal) * p.DV;
   return make_tma_copy(SM90_TMA_LOAD{},
-                       gmem_tensor<E>(c0, T::kDQK, p.DV, p.NH, p.B, p.DV, state, p.NH * state),
+                       gmem_tensor<E>(c0, T::kStateRowsTotal, p.DV, p.NH, p.B, p.DV, state,
+                                      p.NH * state),
                        take<0, 2>(typename T::SmemLayoutV{}),
                        Shape<Int<T::kBlockN>, Int<T::kBlockDV>>{}, _1{});
 }

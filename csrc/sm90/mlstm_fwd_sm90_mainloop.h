@@ -7,7 +7,7 @@
 //   P  = exp(logD - m_new) * S / sqrt(DQK);  b += rowsum P
 //   O += P V                                     (RS WGMMA: P straight from registers)
 // The running max starts at the initial-state column F_t + m_0, and O, b start at
-// q̂ C_0 (a WGMMA on C_0 rounded once to 16 bits, streamed through the V stages ahead
+// q̂ C_0 (WGMMAs on C_0 as 16-bit hi + lo parts, streamed through the V stages ahead
 // of the key tiles) and q̂·n_0 (fp32 FMAs).
 #pragma once
 
@@ -86,17 +86,17 @@ struct CollectiveMainloop {
     storage.barrier_q.arrive_and_expect_tx(Traits::kTmaBytesQ);
     copy(params.tma_q.with(reinterpret_cast<uint64_t&>(storage.barrier_q), 0), tQgQ, tQsQ);
     if (p.c0_lowp_ptr != nullptr) {
-      // C0 first, kStateRows rows per stage in the V slot. The K slot gets key tile 0
-      // as well, unused, so that every stage carries the same kTmaBytesKV.
-      Tensor mC = params.tma_c.get_tma_tensor(make_shape(static_cast<int>(kDQK), p.DV,
-                                                         static_cast<int>(p.NH),
-                                                         static_cast<int>(p.B)));
+      // C0 first, kBlockN of its (hi, lo) rows per stage in the V slot. The K slot gets
+      // key tile 0 as well, unused, so that every stage carries the same kTmaBytesKV.
+      Tensor mC = params.tma_c.get_tma_tensor(
+          make_shape(static_cast<int>(Traits::kStateRowsTotal), p.DV, static_cast<int>(p.NH),
+                     static_cast<int>(p.B)));
       Tensor gC = local_tile(mC(_, _, h, b), Shape<Int<kBlockN>, Int<kBlockDV>>{},
                              make_coord(_, tile.dv_block));                      // (N, DV, n)
       auto [tCgC, tCsC] = tma_partition(params.tma_c, _0{}, Layout<_1>{}, group_modes<0, 2>(sV),
                                         group_modes<0, 2>(gC));
       CUTLASS_PRAGMA_UNROLL
-      for (int piece = 0; piece < Traits::kStateTiles; ++piece) {
+      for (int piece = 0; piece < Traits::kStatePieces; ++piece) {
         pipeline.producer_acquire(write);
         uint64_t* full = pipeline.producer_get_barrier(write);
         copy(params.tma_k.with(*full, 0), tKgK(_, 0), tKsK(_, write.index()));
@@ -188,24 +188,26 @@ struct CollectiveMainloop {
     prefetch_columns(0);
 
     // Initial state: O = q̂ C0 and b = q̂ · n0 (weight exp(F_t + m0 - m) = 1 while m is
-    // still the state column). C0 arrives pre-scaled (scale / factor) in kStateTiles
-    // pieces of the stage pipeline.
+    // still the state column). C0 arrives pre-scaled (scale / factor) as hi + lo rows in
+    // kStatePieces stages of the pipeline; state row r multiplies Q's column r % DQK.
     if (p.c0_lowp_ptr != nullptr) {
       typename Traits::TiledMmaC tiled_mma_c;
       auto thr_mma_c = tiled_mma_c.get_thread_slice(thread_idx);
       Tensor tCrQ = thr_mma_c.partition_fragment_A(sQ);   // (MMA, 1, DQK/16)
       Tensor tCrC = thr_mma_c.partition_fragment_B(sVt);  // (MMA, 1, N/16, stage)
-      constexpr int kSteps = Traits::kStateRows / 16;
       tiled_mma_c.accumulate_ = GMMA::ScaleOut::One;  // O was cleared
       CUTLASS_PRAGMA_UNROLL
-      for (int piece = 0; piece < Traits::kStateTiles; ++piece) {
+      for (int piece = 0; piece < Traits::kStatePieces; ++piece) {
         pipeline.consumer_wait(read);
         warpgroup_fence_operand(tOrO);
         warpgroup_arrive();
         CUTLASS_PRAGMA_UNROLL
-        for (int k = 0; k < kSteps; ++k) {
-          cute::gemm(tiled_mma_c, tCrQ(_, _, piece * kSteps + k), tCrC(_, _, k, read.index()),
-                     tOrO);
+        for (int k = 0; k < kBlockN / 16; ++k) {
+          const int row = piece * kBlockN + k * 16;  // compile-time after unrolling
+          if (row < Traits::kStateRowsTotal) {
+            cute::gemm(tiled_mma_c, tCrQ(_, _, (row % kDQK) / 16), tCrC(_, _, k, read.index()),
+                       tOrO);
+          }
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
