@@ -22,10 +22,10 @@ struct GemmOperand {
   at::Tensor value;   // fp32 route: the operand in fp32
   at::Tensor hi, lo;  // bf16 route: its parts (lo undefined when hi is exact)
   GemmOperand t() const;  // the last two dims transposed (a view)
-  // The operand rounded to bf16 once (lo dropped; fp32 route unchanged). For products
-  // that feed only a 16-bit output (h, dv): the kernels round their weights P to 16
-  // bits for the same products inside a chunk, so the state term then carries the same
-  // relative error as the rest of the output, and one GEMM instead of two runs.
+  // The operand rounded to bf16 once (lo dropped; fp32 route unchanged). For k dC into dv
+  // in the families that add state rows from the host: the kernels round their weights P
+  // to 16 bits for the same products inside a chunk, so the state term then carries the
+  // same relative error as the rest of the output, and one GEMM instead of two runs.
   GemmOperand rounded_once() const;
 };
 
