@@ -50,7 +50,9 @@ __global__ void split_bf16_kernel(const T* __restrict__ x, int64_t row_stride,
   }
 }
 
-__device__ __forceinline__ void round_to(float v, __nv_bfloat16* out) { *out = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void round_to(float v, __nv_bfloat16* out) {
+  *out = __float2bfloat16_rn(v);
+}
 __device__ __forceinline__ void round_to(float v, __half* out) { *out = __float2half_rn(v); }
 
 // Per sequence s of `per_seq` fp32 elements: v = x * scale / factor[s] (factor may be

@@ -150,7 +150,8 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       const float v0 = acc[ni][2 * half], v1 = acc[ni][2 * half + 1];
       if (valid) {
         if (p.out != nullptr) {
-          *reinterpret_cast<float2*>(p.out + (z * p.L + row) * p.N + n0 + col) = make_float2(v0, v1);
+          *reinterpret_cast<float2*>(p.out + (z * p.L + row) * p.N + n0 + col) =
+              make_float2(v0, v1);
         }
         if (c != nullptr) {
           const float2 cv = __bfloat1622float2(

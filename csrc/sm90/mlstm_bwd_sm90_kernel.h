@@ -87,9 +87,15 @@ CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p, int work) {
   return t;
 }
 
-// The 16-bit state whose terms a kind forms on tensor cores (null: none).
-CUTLASS_DEVICE const void* bwd_state(const MlstmBackwardParams& p, BwdKind kind) {
-  return kind == BwdKind::kDQ ? p.c_lowp : p.dc_lowp;
+// The 16-bit state whose terms a kind forms on tensor cores (lowp null: none) and its
+// range factor (null: 1): C for kDQ, dC for the other kinds.
+struct BwdState {
+  const void* lowp;
+  const float* factor;
+};
+CUTLASS_HOST_DEVICE BwdState bwd_state(const MlstmBackwardParams& p, BwdKind kind) {
+  return kind == BwdKind::kDQ ? BwdState{p.c_lowp, p.c_factor}
+                              : BwdState{p.dc_lowp, p.dc_factor};
 }
 
 // The first state piece (kBlockN state rows) an item reads: all pieces where a dv chunk
@@ -142,7 +148,7 @@ CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
   copy(params.tma_xqk.with(bar_x, 0), tXgXqk, tXsXqk);
   copy(params.tma_xv.with(bar_x, 0), tXgXv, tXsXv);
   if constexpr (Traits::kStatePieces > 0) {
-    if (bwd_state(p, Traits::kKind) != nullptr) {
+    if (bwd_state(p, Traits::kKind).lowp != nullptr) {
       // The state's pieces first, in the Y_v slots. The Y_qk slot gets the first
       // streamed tile as well, unused, so that every stage carries kTmaBytesY.
       Tensor gState = local_tile(params.tma_state.get_tma_tensor(make_shape(
@@ -278,9 +284,9 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   // the state's pieces (hi part, then lo part) that precede the streamed tiles in the
   // pipeline.
   if constexpr (Traits::kStatePieces > 0) {
-    if (bwd_state(p, kKind) != nullptr) {
-      const float* factor_ptr = kKind == BwdKind::kDQ ? p.c_factor : p.dc_factor;
-      const float factor = factor_ptr != nullptr ? factor_ptr[bh] : 1.f;
+    const BwdState state = bwd_state(p, kKind);
+    if (state.lowp != nullptr) {
+      const float factor = state.factor != nullptr ? state.factor[bh] : 1.f;
       const RowStateAddend& add_qk = kKind == BwdKind::kDQ ? p.dq_add : p.dk_add;
       float scale_qk[kRows], scale_v[kRows];
       CUTLASS_PRAGMA_UNROLL

@@ -213,7 +213,7 @@ struct BwdTraits {
     TmaXv tma_xv;
     TmaYqk tma_yqk;
     TmaYv tma_yv;
-    TmaState tma_state;  // C for kDQ, dC for the other kinds
+    TmaState tma_state;  // bwd_state(p, kKind): C for kDQ, dC for the other kinds
   };
 };
 

@@ -40,7 +40,7 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
       Traits::tma_xv(xv.ptr, p, xv.row_stride, xv.head_stride, xv.batch_stride),
       Traits::tma_yqk(yqk.ptr, p, yqk.row_stride, yqk.head_stride, yqk.batch_stride),
       Traits::tma_yv(yv.ptr, p, yv.row_stride, yv.head_stride, yv.batch_stride),
-      Traits::tma_state(kKind == BwdKind::kDQ ? p.c_lowp : p.dc_lowp, p)};
+      Traits::tma_state(bwd_state(p, kKind).lowp, p)};
   constexpr size_t kSmem = sizeof(typename Traits::SharedStorage);
   static_assert(kSmem <= 227 * 1024, "shared memory of the sm90 backward tile exceeds 227 KB");
   auto kernel = mlstm_bwd_sm90_kernel<Traits>;

@@ -100,8 +100,7 @@ struct CollectiveMainloop {
         pipeline.producer_acquire(write);
         uint64_t* full = pipeline.producer_get_barrier(write);
         copy(params.tma_k.with(*full, 0), tKgK(_, 0), tKsK(_, write.index()));
-        copy(params.tma_c.with(*full, 0), tCgC(_, piece),
-             tCsC(_, write.index()));
+        copy(params.tma_c.with(*full, 0), tCgC(_, piece), tCsC(_, write.index()));
         ++write;
       }
     }
