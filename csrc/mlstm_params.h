@@ -106,6 +106,9 @@ struct MlstmBackwardParams {
   const float* c_factor = nullptr;
   const void* dc_lowp = nullptr;
   const float* dc_factor = nullptr;
+  // With c_lowp, the row dot q_t . (dh_t C^T) that db and dF need, fp32 (B, NH, S),
+  // written by the sm90 row pass (kRowDotProducts).
+  float* q_dh_c_ptr = nullptr;
 
   // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
   // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and

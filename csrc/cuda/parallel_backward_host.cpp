@@ -28,7 +28,8 @@ struct InitialState {
   at::Tensor dh_c;        // (B, NH, S, DQK) fp32: dh_t C0^T (undefined without C0, or
                           // where the kernels form it: then c_lowp, c_factor are set)
   at::Tensor c_lowp, c_factor;  // state_for_tensor_cores(C0, split)
-  at::Tensor q_dh_c, q_n; // (B, NH, S) fp32: q_t . dh_c_t and q_t . n0 (0 where absent)
+  at::Tensor q_dh_c, q_n; // (B, NH, S) fp32: q_t . dh_c_t and q_t . n0 (0 where absent);
+                          // with c_lowp, q_dh_c is written by the kernels' row pass
   bool given() const { return w.defined(); }
 };
 
@@ -45,14 +46,14 @@ InitialState make_initial_state(const at::Tensor& dh, const at::Tensor& q,
   const at::Tensor m0d =
       m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(fcum.narrow(-1, 0, 1));
   st.w = (fcum + m0d - m.to(at::kDouble)).exp().to(at::kFloat);
-  if (st.c.defined()) {  // dh_t C0^T, q_t . (dh_t C0^T), q_t . n0
+  if (st.c.defined() && state_on_tensor_cores) {
+    std::tie(st.c_lowp, st.c_factor) = state_for_tensor_cores(st.c, dt, 1.0, /*split=*/true);
+    st.q_dh_c = at::empty_like(st.w);
+    st.q_n = row_dots(q, at::Tensor(), st.n).second;
+  } else if (st.c.defined()) {  // dh_t C0^T, q_t . (dh_t C0^T), q_t . n0
     StateRowProduct r = rows_times_state(dh, st.c, /*transpose_state=*/true, 1.0,
-                                         /*split=*/true, dt, q, st.n,
-                                         /*want_out=*/!state_on_tensor_cores);
+                                         /*split=*/true, dt, q, st.n);
     st.dh_c = r.out;
-    if (state_on_tensor_cores) {
-      std::tie(st.c_lowp, st.c_factor) = state_for_tensor_cores(st.c, dt, 1.0, /*split=*/true);
-    }
     st.q_dh_c = r.dot_x;
     st.q_n = r.dot_y;
   } else {
@@ -203,8 +204,13 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   at::Tensor bsum = at::empty({B, NH, S}, m.options());
   p.dhu_ptr = dhu.data_ptr<float>();
   p.bsum_ptr = bsum.data_ptr<float>();
-  launch(p, BackwardPass::kRowDotProducts, stream);
   const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
+  if (init.c_lowp.defined()) {  // the row pass also forms q_t . (dh_t C0^T)
+    p.c_lowp = init.c_lowp.data_ptr();
+    p.c_factor = ptr_or_null(init.c_factor);
+    p.q_dh_c_ptr = init.q_dh_c.data_ptr<float>();
+  }
+  launch(p, BackwardPass::kRowDotProducts, stream);
   if (init.given()) {
     dhu = dhu + init.w * init.q_dh_c * scale;
     bsum = bsum + init.w * init.q_n * scale;
@@ -244,10 +250,6 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   if (init.given()) {
     p.dq_add = {ptr_or_null(init.dh_c), init_terms.dq_x_scale.data_ptr<float>(),
                 ptr_or_null(init.n), init_terms.dq_y_scale.data_ptr<float>()};
-    if (init.c_lowp.defined()) {
-      p.c_lowp = init.c_lowp.data_ptr();
-      p.c_factor = ptr_or_null(init.c_factor);
-    }
   }
   if (fin.g.defined()) {
     const float* g = fin.g.data_ptr<float>();

@@ -88,21 +88,21 @@ CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p, int work) {
 }
 
 // The 16-bit state whose terms a kind forms on tensor cores (lowp null: none) and its
-// range factor (null: 1): C for kDQ, dC for the other kinds.
+// range factor (null: 1): C for the row-stationary kinds (kDhu, kDQ), dC for the others.
 struct BwdState {
   const void* lowp;
   const float* factor;
 };
 CUTLASS_HOST_DEVICE BwdState bwd_state(const MlstmBackwardParams& p, BwdKind kind) {
-  return kind == BwdKind::kDQ ? BwdState{p.c_lowp, p.c_factor}
-                              : BwdState{p.dc_lowp, p.dc_factor};
+  return kind == BwdKind::kDhu || kind == BwdKind::kDQ ? BwdState{p.c_lowp, p.c_factor}
+                                                       : BwdState{p.dc_lowp, p.dc_factor};
 }
 
-// The first state piece (kBlockN state rows) an item reads: all pieces where a dv chunk
-// is formed (it sums over all state rows), else those of the item's dq / dk chunk.
+// The first state piece (kBlockN state rows) an item reads: 0 where it reads them all
+// (see kStatePieces), else the first of its dq / dk chunk.
 template <class Traits>
 CUTLASS_DEVICE int bwd_first_state_piece(BwdTile const& tile) {
-  if constexpr (Traits::kOutV) return 0;
+  if constexpr (Traits::kOutV || Traits::kStateDot) return 0;
   return (Traits::kFirstChunk + tile.out_slice) * Traits::kPiecesPerChunkQK;
 }
 
@@ -302,25 +302,46 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
       Tensor acc_qk_rc = make_tensor(acc_qk.data(), acc_layout_rowcol(acc_qk.layout()));
       const int first = bwd_first_state_piece<Traits>(tile);
       const int qk_first = chunk_qk * Traits::kPiecesPerChunkQK;
+      float state_dot[kRows] = {0.f, 0.f};  // this thread's part of the row dots
       CUTLASS_PRAGMA_UNROLL
       for (int part_i = 0; part_i < Traits::kStateParts * Traits::kStatePieces; ++part_i) {
         const int i = part_i % Traits::kStatePieces;  // the piece within the part
         pipeline.consumer_wait(read);
         const int stage = read.index();
-        if constexpr (kOutQK) {
-          // Columns [pq * kBlockN, ...) of the dq / dk chunk: X_v piece^T.
-          CUTLASS_PRAGMA_UNROLL
-          for (int pq = 0; pq < Traits::kPiecesPerChunkQK; ++pq) {
-            if (first + i == qk_first + pq) {
-              wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
-              warpgroup_wait<0>();
-              warpgroup_fence_operand(tSrP);
+        if constexpr (kOutQK || Traits::kStateDot) {
+          // X_v piece^T: columns [(first + i) * kBlockN, ...) of dh C^T or v dC^T, for the
+          // dq / dk chunk or for the row dot.
+          const bool for_qk = kOutQK && first + i >= qk_first &&
+                              first + i < qk_first + Traits::kPiecesPerChunkQK;
+          const bool for_dot = Traits::kStateDot;
+          if (for_qk || for_dot) {
+            wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
+            warpgroup_wait<0>();
+            warpgroup_fence_operand(tSrP);
+          }
+          if (for_dot) {  // with q's columns of this piece, from shared memory
+            CUTLASS_PRAGMA_UNROLL
+            for (int r = 0; r < kRows; ++r) {
               CUTLASS_PRAGMA_UNROLL
-              for (int r = 0; r < kRows; ++r) {
+              for (int c = 0; c < kCols; ++c) {
+                const int row = get<0>(tScS_rc(r, c));
+                const int col = (first + i) * kBlockN + get<1>(tScS_rc(r, c));
+                state_dot[r] = fmaf(static_cast<float>(sXqk(row, col)), g_rc(r, c), state_dot[r]);
+              }
+            }
+          }
+          if constexpr (kOutQK) {
+            // Columns [pq * kBlockN, ...) of the dq / dk chunk.
+            CUTLASS_PRAGMA_UNROLL
+            for (int pq = 0; pq < Traits::kPiecesPerChunkQK; ++pq) {
+              if (first + i == qk_first + pq) {
                 CUTLASS_PRAGMA_UNROLL
-                for (int c = 0; c < kCols; ++c) {
-                  acc_qk_rc(r, pq * kCols + c) =
-                      fmaf(scale_qk[r], g_rc(r, c), acc_qk_rc(r, pq * kCols + c));
+                for (int r = 0; r < kRows; ++r) {
+                  CUTLASS_PRAGMA_UNROLL
+                  for (int c = 0; c < kCols; ++c) {
+                    acc_qk_rc(r, pq * kCols + c) =
+                        fmaf(scale_qk[r], g_rc(r, c), acc_qk_rc(r, pq * kCols + c));
+                  }
                 }
               }
             }
@@ -345,6 +366,13 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
         }
         pipeline.consumer_release(read);
         ++read;
+      }
+      if constexpr (Traits::kStateDot) {
+        CUTLASS_PRAGMA_UNROLL
+        for (int r = 0; r < kRows; ++r) {
+          const float d = quad_sum(state_dot[r]) * factor;
+          if (thread_idx % 4 == 0 && x_idx[r] < S) p.q_dh_c_ptr[bh * S + x_idx[r]] = d;
+        }
       }
       if constexpr (kOutV) {
         Tensor acc_v_rc = make_tensor(acc_v.data(), acc_layout_rowcol(acc_v.layout()));

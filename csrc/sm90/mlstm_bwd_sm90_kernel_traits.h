@@ -116,10 +116,14 @@ struct BwdTraits {
   static constexpr int kStateParts = 2;
   static constexpr int kPiecesPerPart = kDQK / kBlockN;
   static constexpr int kPiecesPerChunkQK = kChunkQK / kBlockN;
-  // Pieces per part an item reads.
-  static constexpr int kStatePieces = kKind == BwdKind::kDhu ? 0
-                                      : kOutV                ? kPiecesPerPart
-                                                             : kPiecesPerChunkQK;
+  // The state's row dot q_t . (dh_t C^T) (MlstmBackwardParams::q_dh_c_ptr), over all
+  // pieces: kDhu forms it. (kDKV forming k_j . (v_j dC^T) the same way made its
+  // consumer warpgroups spill: 390 spill instructions at 128/128.)
+  static constexpr bool kStateDot = kKind == BwdKind::kDhu;
+  // Pieces per part an item reads: all where a dv chunk or a row dot needs them (they
+  // sum over all state rows), else those of the item's dq / dk chunk.
+  static constexpr int kStatePieces =
+      kOutV || kStateDot ? kPiecesPerPart : kPiecesPerChunkQK;
   using TiledMmaStateV = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, ElementAccum,
                            Shape<Int<kBlockM>, Int<kChunkV>, Int<kBlockN>>, GMMA::Major::K,
@@ -213,7 +217,7 @@ struct BwdTraits {
     TmaXv tma_xv;
     TmaYqk tma_yqk;
     TmaYv tma_yv;
-    TmaState tma_state;  // bwd_state(p, kKind): C for kDQ, dC for the other kinds
+    TmaState tma_state;  // bwd_state(p, kKind): C for kDhu and kDQ, dC for the others
   };
 };
 

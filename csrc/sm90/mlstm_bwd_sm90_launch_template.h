@@ -23,8 +23,10 @@ struct BwdInput {
 template <class Element, int kDQK, int kDV, BwdKind kKind>
 void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t stream) {
   using Traits = BwdTraits<Element, kDQK, kDV, kKind>;
-  TORCH_CHECK(p.dq_add.x == nullptr && p.dk_add.x == nullptr && p.dv_add.x == nullptr,
-              "mlstm sm90 backward: internal error: state terms come as c_lowp / dc_lowp");
+  TORCH_CHECK(p.dq_add.x == nullptr && p.dk_add.x == nullptr && p.dv_add.x == nullptr &&
+                  (p.c_lowp == nullptr || p.q_dh_c_ptr != nullptr),
+              "mlstm sm90 backward: internal error: state terms come as c_lowp / dc_lowp, "
+              "with an output for q . dh C^T");
   const BwdInput q{p.q_ptr, p.q_row_stride, p.q_head_stride, p.q_batch_stride};
   const BwdInput k{p.k_ptr, p.k_row_stride, p.k_head_stride, p.k_batch_stride};
   const BwdInput v{p.v_ptr, p.v_row_stride, p.v_head_stride, p.v_batch_stride};
