@@ -37,9 +37,13 @@ struct MlstmForwardParams {
   const float* c0_factor_ptr = nullptr;
 
   // Per-row statistics, contiguous fp32 (B, NH, S): the stabilizer m_t and the raw
-  // signed normalizer b_t (before abs / floor).
+  // signed normalizer b_t (before abs / floor). m_t = F_t + max(m0, max_{j<=t}(i_j - F_j))
+  // depends on the gates only: with m_rows_ready the host has written it before the
+  // launch and the kernel reads it (the sm90 family needs this); else the kernel finds
+  // it as a running max and writes it (sm80, sm75).
   float* m_rows_ptr = nullptr;
   float* norm_rows_ptr = nullptr;
+  bool m_rows_ready = false;
 
   // One int, zero before the launch: the sm90 kernel's persistent CTAs claim work
   // items from it (the other families ignore it).
@@ -109,6 +113,11 @@ struct MlstmBackwardParams {
   // With c_lowp, the row dot q_t . (dh_t C^T) that db and dF need, fp32 (B, NH, S),
   // written by the sm90 row pass (kRowDotProducts).
   float* q_dh_c_ptr = nullptr;
+  // With dc_lowp, the final state's share of dI, g_j k_j . (v_j dC^T + dn_S), as fp32
+  // partial dots over the columns of each 128-wide dk chunk: (ceil(DQK / 128), B, NH, S),
+  // written by the sm90 column pass (kDKV, kDK) from its state terms; the host sums the
+  // chunks.
+  float* k_dk_state_ptr = nullptr;
 
   // Per-row terms, contiguous (B, NH, S): F_t = sum_{s<=t} logsigmoid(f_s) in fp64, the
   // input gate i (fp32), the forward's stabilizer m_t (fp32), rden_t = 1 / den_t and

@@ -146,11 +146,11 @@ run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       const at::Tensor& i, const at::Tensor& f,
                       const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
                       const std::optional<at::Tensor>& m0, double eps, bool return_last_states,
-                      int64_t chunk_size, ForwardLauncher launch, bool state_on_tensor_cores) {
+                      int64_t chunk_size, ForwardLauncher launch, bool sm90_kernel) {
   const ChunkedInputs in = chunk_inputs(q, k, v, i, f, chunk_size);
   const ChunkStates st = chunk_states(in, c0, n0, m0);
   auto [h, m_rows, norm_rows] = run_parallel_forward(in.q, in.k, in.v, in.i, in.f, st.c, st.n,
-                                                     st.m, eps, launch, state_on_tensor_cores);
+                                                     st.m, eps, launch, sm90_kernel);
   at::Tensor c_last, n_last, m_last;
   if (return_last_states) {
     c_last = st.c_last;

@@ -29,14 +29,14 @@ namespace xlstm {
 constexpr int64_t kDefaultKernelChunkSize = 512;
 
 // Returns (h, m_rows, norm_rows, c_last, n_last, m_last); the last three are 0-element
-// tensors unless return_last_states. `state_on_tensor_cores`: as for run_parallel_forward
+// tensors unless return_last_states. `sm90_kernel`: as for run_parallel_forward
 // (every chunk's state is the initial state of its rows).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 run_chunkwise_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& i, const at::Tensor& f,
                       const std::optional<at::Tensor>& c0, const std::optional<at::Tensor>& n0,
                       const std::optional<at::Tensor>& m0, double eps, bool return_last_states,
-                      int64_t chunk_size, ForwardLauncher launch, bool state_on_tensor_cores);
+                      int64_t chunk_size, ForwardLauncher launch, bool sm90_kernel);
 
 // The state after the last step, (C_S, n_S, m_S): the forward's state scan alone.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_chunkwise_final_state(

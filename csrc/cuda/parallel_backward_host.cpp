@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
+#include "cuda/gate_prefix.h"
 #include "cuda/kernel_inputs.h"
 #include "cuda/state_gemm.h"
 
@@ -99,8 +100,12 @@ struct FinalTerms {
   at::Tensor dk_x, dv_x;    // (B, NH, S, D) fp32: v_j dC_S^T, k_j dC_S (undefined without
                             // dC_S, or where the kernels form them from dc_lowp)
   at::Tensor dc_lowp, dc_factor;  // state_for_tensor_cores(dC_S, split)
-  at::Tensor di_add;        // (B, NH, S)
-  at::Tensor last_row_add;  // (B, NH): into dF at t = S
+  // dI's addend g_j k_j . (dC_S v_j + dn_S): either from the row dots k_dkx, k_dn here,
+  // or, with dc_lowp, from the kernels (k_dk_state: partial dots per 128 columns of dk,
+  // MlstmBackwardParams::k_dk_state_ptr).
+  at::Tensor k_dkx, k_dn, k_dk_state;
+  at::Tensor di_add;        // (B, NH, S), by finish_final_terms after the kernels
+  at::Tensor last_row_add;  // (B, NH): into dF at t = S, likewise
   at::Tensor g0;            // (B, NH) fp32
 };
 
@@ -114,31 +119,34 @@ FinalTerms final_state_terms(const at::Tensor& dcS, const at::Tensor& dnS, const
   const at::Tensor FS = fcum.narrow(-1, S - 1, 1);
   const at::Tensor mS = m_final.to(at::kDouble);
   t.g = (FS - fcum + ig.to(at::kDouble) - mS).exp().to(at::kFloat).contiguous();
-  at::Tensor k_dkx, k_dn;  // k_j . (dC_S v_j), k_j . dn_S
-  if (dcS.defined()) {
+  if (dcS.defined() && state_on_tensor_cores) {
+    std::tie(t.dc_lowp, t.dc_factor) = state_for_tensor_cores(dcS, dt, 1.0, /*split=*/true);
+    const int64_t dk_chunks = (k.size(3) + 127) / 128;
+    t.k_dk_state = at::empty({dk_chunks, k.size(0), k.size(1), S}, t.g.options());
+  } else if (dcS.defined()) {
     // dk_x also feeds dI through k . dk_x: dC_S split into hi + lo. dv_x feeds dv only.
     StateRowProduct r = rows_times_state(v, dcS, /*transpose_state=*/true, 1.0,
-                                         /*split=*/true, dt, k, dnS,
-                                         /*want_out=*/!state_on_tensor_cores);
+                                         /*split=*/true, dt, k, dnS);
     t.dk_x = r.out;
-    k_dkx = r.dot_x;
-    k_dn = r.dot_y;
-    if (state_on_tensor_cores) {
-      std::tie(t.dc_lowp, t.dc_factor) = state_for_tensor_cores(dcS, dt, 1.0, /*split=*/true);
-    } else {
-      t.dv_x = rows_times_state(k, dcS, /*transpose_state=*/false, 1.0, /*split=*/false, dt).out;
-    }
+    t.k_dkx = r.dot_x;
+    t.k_dn = r.dot_y;
+    t.dv_x = rows_times_state(k, dcS, /*transpose_state=*/false, 1.0, /*split=*/false, dt).out;
   } else {
-    std::tie(k_dkx, k_dn) = row_dots(k, at::Tensor(), dnS);
+    std::tie(t.k_dkx, t.k_dn) = row_dots(k, at::Tensor(), dnS);
   }
-  t.di_add = t.g * (k_dkx + k_dn);
   const at::Tensor m0d = m0.has_value() ? m0->to(at::kDouble) : at::zeros_like(mS);
   t.g0 = (FS + m0d - mS).exp().to(at::kFloat).squeeze(-1);
+  return t;
+}
+
+// The final state's dI addend and its dF row at t = S, once the kernels have run.
+void finish_final_terms(FinalTerms& t, const at::Tensor& dcS, const at::Tensor& dnS,
+                        const InitialState& init) {
+  t.di_add = t.k_dk_state.defined() ? t.k_dk_state.sum(0) : t.g * (t.k_dkx + t.k_dn);
   at::Tensor last = t.di_add.sum(-1);
   if (dcS.defined() && init.c.defined()) last = last + t.g0 * (init.c * dcS).sum({-1, -2});
   if (dnS.defined() && init.n.defined()) last = last + t.g0 * (init.n * dnS).sum(-1);
   t.last_row_add = last;
-  return t;
 }
 
 at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
@@ -166,7 +174,7 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   const at::Tensor q = vector_aligned(q_in), k = vector_aligned(k_in), v = vector_aligned(v_in);
   const at::Tensor dh = vector_aligned(dh_in.to(q_in.scalar_type()));
   const at::Tensor ig = i.to(at::kFloat).contiguous();
-  const at::Tensor fcum = at::cumsum(at::log_sigmoid(f.to(at::kDouble)), -1).contiguous();
+  const at::Tensor fcum = gate_prefix(f, ig, at::Tensor(), /*want_m=*/false).fcum;
   const at::Tensor m = m_rows.to(at::kFloat).contiguous();
 
   at::Tensor dq = at::empty({B, NH, S, DQK}, q_in.options());
@@ -258,9 +266,11 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
     if (fin.dc_lowp.defined()) {
       p.dc_lowp = fin.dc_lowp.data_ptr();
       p.dc_factor = ptr_or_null(fin.dc_factor);
+      p.k_dk_state_ptr = fin.k_dk_state.data_ptr<float>();
     }
   }
   launch(p, BackwardPass::kGradients, stream);
+  if (fin.g.defined()) finish_final_terms(fin, dcS, dnS, init);
 
   // dF_t = (row sums of dlogw, state column included) - (column sums, final row included).
   if (fin.di_add.defined()) di = di + fin.di_add;

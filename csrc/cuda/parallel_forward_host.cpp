@@ -1,5 +1,6 @@
 #include "cuda/parallel_forward_host.h"
 
+#include "cuda/gate_prefix.h"
 #include "cuda/kernel_inputs.h"
 #include "cuda/state_gemm.h"
 
@@ -17,7 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
     const at::Tensor& f, const std::optional<at::Tensor>& c0,
     const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0, double eps,
-    ForwardLauncher launch, bool state_on_tensor_cores) {
+    ForwardLauncher launch, bool sm90_kernel) {
   const int64_t B = q.size(0), NH = q.size(1), S = q.size(2), DQK = q.size(3), DV = v.size(3);
   c10::cuda::CUDAGuard device_guard(q.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -29,10 +30,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
 
   const at::Tensor qa = vector_aligned(q), ka = vector_aligned(k), va = vector_aligned(v);
   const at::Tensor ig = i.to(at::kFloat).contiguous();
-  // F_t = cumsum(logsigmoid(f)) in fp64: |F| grows linearly with S, and the kernels
-  // need F_t - F_j to fp32 precision.
-  const at::Tensor fcum = at::cumsum(at::log_sigmoid(f.to(at::kDouble)), -1).contiguous();
   const at::Tensor c0f = state_fp32(c0), n0f = state_fp32(n0), m0f = state_fp32(m0);
+  // F_t = cumsum(logsigmoid(f)) in fp64: |F| grows linearly with S, and the kernels
+  // need F_t - F_j to fp32 precision. The sm90 kernel also reads the stabilizer m_t
+  // (no running max inside: no rescaling of O and b per key tile).
+  const GatePrefix gates = gate_prefix(f, ig, m0f, /*want_m=*/sm90_kernel);
+  const at::Tensor& fcum = gates.fcum;
+  if (sm90_kernel) m_rows = gates.m;  // else the kernel writes it
 
   MlstmForwardParams p;
   p.q_ptr = qa.data_ptr();
@@ -49,13 +53,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_parallel_forward(
   p.n0_ptr = n0f.defined() ? n0f.data_ptr<float>() : nullptr;
   p.m0_ptr = m0f.defined() ? m0f.data_ptr<float>() : nullptr;
   at::Tensor c0_lowp, c0_factor;
-  if (state_on_tensor_cores && c0f.defined()) {
+  if (sm90_kernel && c0f.defined()) {
     std::tie(c0_lowp, c0_factor) =
         state_for_tensor_cores(c0f, q.scalar_type(), 1.0 / std::sqrt(static_cast<double>(DQK)),
                                /*split=*/true);
     p.c0_lowp_ptr = c0_lowp.data_ptr();
     p.c0_factor_ptr = c0_factor.defined() ? c0_factor.data_ptr<float>() : nullptr;
   }
+  p.m_rows_ready = sm90_kernel;
   p.m_rows_ptr = m_rows.data_ptr<float>();
   p.norm_rows_ptr = norm_rows.data_ptr<float>();
   const at::Tensor work_counter = at::zeros({1}, q.options().dtype(at::kInt));

@@ -212,10 +212,10 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
 StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
                                  bool transpose_state, double scale, bool split,
                                  at::ScalarType input_dtype, const at::Tensor& c,
-                                 const at::Tensor& y, bool want_out) {
+                                 const at::Tensor& y) {
   const int64_t N = state.size(transpose_state ? -2 : -1);
   if (input_dtype == at::kBFloat16 && state_row_product_supported(a, N, c)) {
-    return state_row_product(a, state, transpose_state, scale, split, c, y, want_out);
+    return state_row_product(a, state, transpose_state, scale, split, c, y);
   }
   GemmOperand m = gemm_operand(state, input_dtype, at::Tensor(), scale);
   if (transpose_state) m = m.t();
@@ -223,7 +223,6 @@ StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
   StateRowProduct r;
   r.out = gemm_f32(gemm_operand(a, input_dtype), m);
   if (c.defined()) std::tie(r.dot_x, r.dot_y) = row_dots(c, r.out, y);
-  if (!want_out) r.out = at::Tensor();
   return r;
 }
 

@@ -57,11 +57,10 @@ std::pair<at::Tensor, at::Tensor> weighted_outer_sum(const at::Tensor& a, const 
 // the state split into hi + lo (split) or rounded to bf16 once; with c (..., L, N), also
 // the row dots c_t . out_t and c_t . y (y (..., N), or undefined -> 0). The fused kernel
 // of state_row_product.h where it applies (bf16), else the GEMM route and row_dots.
-// want_out false: the caller needs the row dots only (out is left undefined).
 StateRowProduct rows_times_state(const at::Tensor& a, const at::Tensor& state,
                                  bool transpose_state, double scale, bool split,
                                  at::ScalarType input_dtype, const at::Tensor& c = at::Tensor(),
-                                 const at::Tensor& y = at::Tensor(), bool want_out = true);
+                                 const at::Tensor& y = at::Tensor());
 
 // A per-sequence fp32 state (..., K, N) for the kernels' tensor cores: {x = scale * state /
 // factor in the input dtype, contiguous, factor}. Rounded once, x is (..., K, N); with

@@ -30,7 +30,7 @@ struct Params {
   const __nv_bfloat16* state_lo;  // the same layout, or null (the state rounded once)
   const __nv_bfloat16* c;         // (B, H, L, N) or null
   const float* y;                 // (B, H, N) or null
-  float* out;                     // (B, H, L, N), or null: row dots only
+  float* out;                     // (B, H, L, N)
   float* dot_x;                   // (tiles_n, B * H, L) or null
   float* dot_y;
   int64_t a_batch, a_head, a_row;
@@ -149,10 +149,8 @@ __global__ void __launch_bounds__(kThreads, 2) state_row_product_kernel(const Pa
       const int col = ni * 8 + (lane % 4) * 2;
       const float v0 = acc[ni][2 * half], v1 = acc[ni][2 * half + 1];
       if (valid) {
-        if (p.out != nullptr) {
-          *reinterpret_cast<float2*>(p.out + (z * p.L + row) * p.N + n0 + col) =
-              make_float2(v0, v1);
-        }
+        *reinterpret_cast<float2*>(p.out + (z * p.L + row) * p.N + n0 + col) =
+            make_float2(v0, v1);
         if (c != nullptr) {
           const float2 cv = __bfloat1622float2(
               *reinterpret_cast<const __nv_bfloat162*>(c + row * p.c_row + n0 + col));
@@ -196,7 +194,7 @@ bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tenso
 
 StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
                                   bool transpose_state, double scale, bool split,
-                                  const at::Tensor& c, const at::Tensor& y, bool want_out) {
+                                  const at::Tensor& c, const at::Tensor& y) {
   const int64_t B = a.size(0), H = a.size(1), L = a.size(2), K = a.size(3);
   const int64_t N = state.size(transpose_state ? 2 : 3);
   TORCH_CHECK(state_row_product_supported(a, N, c) &&
@@ -211,7 +209,7 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
   const int bn = N % 128 == 0 ? 128 : 64;
   const int64_t tiles_n = N / bn, row_tiles = (L + kBM - 1) / kBM;
   StateRowProduct r;
-  if (want_out) r.out = at::empty({B, H, L, N}, opts);
+  r.out = at::empty({B, H, L, N}, opts);
   at::Tensor dot_x, dot_y;  // (tiles_n, B, H, L) partial sums
   if (c.defined()) {
     dot_x = at::empty({tiles_n, B, H, L}, opts);
@@ -226,7 +224,7 @@ StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
     p.state_lo = split ? reinterpret_cast<const __nv_bfloat16*>(state_lo.data_ptr()) : nullptr;
     p.c = c.defined() ? reinterpret_cast<const __nv_bfloat16*>(c.data_ptr()) : nullptr;
     p.y = yc.defined() ? yc.data_ptr<float>() : nullptr;
-    p.out = want_out ? r.out.data_ptr<float>() : nullptr;
+    p.out = r.out.data_ptr<float>();
     p.dot_x = c.defined() ? dot_x.data_ptr<float>() : nullptr;
     p.dot_y = c.defined() ? dot_y.data_ptr<float>() : nullptr;
     p.a_batch = a.stride(0); p.a_head = a.stride(1); p.a_row = a.stride(2);

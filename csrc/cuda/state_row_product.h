@@ -27,9 +27,9 @@ bool state_row_product_supported(const at::Tensor& a, int64_t N, const at::Tenso
 // a: (B, H, L, K) bf16; state: (B, H, K, N) fp32 (transpose_state = false) or
 // (B, H, N, K) (transpose_state = true); split: the state enters as bf16 hi + lo
 // (about 2^-17 relative) or rounded to bf16 once. c: (B, H, L, N) bf16 or undefined;
-// y: (B, H, N) fp32 or undefined. want_out false: only the row dots (out is not stored).
+// y: (B, H, N) fp32 or undefined.
 StateRowProduct state_row_product(const at::Tensor& a, const at::Tensor& state,
                                   bool transpose_state, double scale, bool split,
-                                  const at::Tensor& c, const at::Tensor& y, bool want_out);
+                                  const at::Tensor& c, const at::Tensor& y);
 
 }  // namespace xlstm

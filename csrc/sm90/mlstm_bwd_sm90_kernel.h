@@ -374,6 +374,44 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
           if (thread_idx % 4 == 0 && x_idx[r] < S) p.q_dh_c_ptr[bh * S + x_idx[r]] = d;
         }
       }
+      if constexpr (kKind == BwdKind::kDKV || kKind == BwdKind::kDK) {
+        // k_j . (its dk chunk's state terms g_j (v_j dC^T + dn_S)): acc_qk holds the first
+        // part so far; the dn_S part is added here in the dot only (the epilogue adds
+        // it to dk).
+        if (p.k_dk_state_ptr != nullptr) {
+          const float* dn = p.dk_add.y != nullptr ? p.dk_add.y + bh * kDQK : nullptr;
+          float dot[kRows], y_scale[kRows];
+          CUTLASS_PRAGMA_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            dot[r] = 0.f;
+            y_scale[r] = dn != nullptr && x_idx[r] < S ? p.dk_add.y_row_scale[bh * S + x_idx[r]] : 0.f;
+          }
+          // An opaque 0 that the smem addresses below depend on: without it ptxas
+          // computes all of them before the state pieces' WGMMAs and spills them.
+          int zero;
+          asm volatile("mov.b32 %0, 0;" : "=r"(zero));
+          CUTLASS_PRAGMA_UNROLL
+          for (int pq = 0; pq < Traits::kPiecesPerChunkQK; ++pq) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int c = 0; c < kCols; ++c) {
+              const int col = chunk_qk * kChunkQK + pq * kBlockN + get<1>(tScS_rc(0, c)) + zero;
+              const float y = dn != nullptr ? dn[col] : 0.f;
+              CUTLASS_PRAGMA_UNROLL
+              for (int r = 0; r < kRows; ++r) {
+                const float a = fmaf(y_scale[r], y, acc_qk_rc(r, pq * kCols + c));
+                dot[r] = fmaf(static_cast<float>(sXqk(get<0>(tScS_rc(r, c)), col)), a, dot[r]);
+              }
+            }
+          }
+          CUTLASS_PRAGMA_UNROLL
+          for (int r = 0; r < kRows; ++r) {
+            const float d = quad_sum(dot[r]);
+            if (thread_idx % 4 == 0 && x_idx[r] < S) {
+              p.k_dk_state_ptr[(chunk_qk * p.B * p.NH + bh) * S + x_idx[r]] = d;
+            }
+          }
+        }
+      }
       if constexpr (kOutV) {
         Tensor acc_v_rc = make_tensor(acc_v.data(), acc_layout_rowcol(acc_v.layout()));
         CUTLASS_PRAGMA_UNROLL

@@ -117,9 +117,12 @@ struct BwdTraits {
   static constexpr int kPiecesPerPart = kDQK / kBlockN;
   static constexpr int kPiecesPerChunkQK = kChunkQK / kBlockN;
   // The state's row dot q_t . (dh_t C^T) (MlstmBackwardParams::q_dh_c_ptr), over all
-  // pieces: kDhu forms it. (kDKV forming k_j . (v_j dC^T) the same way made its
-  // consumer warpgroups spill: 390 spill instructions at 128/128.)
+  // pieces: kDhu forms it. kDKV / kDK dot k_j with their dk chunk's state terms
+  // instead, once after the pieces (k_dk_state_ptr); forming that dot per piece as
+  // kDhu does made kDKV's consumer warpgroups spill (390 spill instructions at 128/128).
   static constexpr bool kStateDot = kKind == BwdKind::kDhu;
+  static_assert(kChunkQK == 128 || kNumChunksQK == 1,
+                "k_dk_state_ptr has one slot per 128 columns of DQK");
   // Pieces per part an item reads: all where a dv chunk or a row dot needs them (they
   // sum over all state rows), else those of the item's dq / dk chunk.
   static constexpr int kStatePieces =

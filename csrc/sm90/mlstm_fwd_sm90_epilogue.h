@@ -1,6 +1,6 @@
 // Epilogue of the sm_90a family: normalizer b (quad sum of the per-thread partial
-// sums), h = O / (max(|b|, exp(-m)) + eps) in the input dtype, and the row
-// statistics m_t and b_t, written once per row (by the DV slice 0 CTA).
+// sums), h = O / (max(|b|, exp(-m)) + eps) in the input dtype, and the row statistic
+// b_t, written once per row (by the DV slice 0 CTA). m_t was written by the host.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -41,10 +41,7 @@ struct CollectiveEpilogue {
           *reinterpret_cast<uint32_t*>(h_row + get<1>(tOcO_rc(x, c))) =
               pack2<Element>(tOrO_rc(x, c) * inv, tOrO_rc(x, c + 1) * inv);
         }
-        if (tile.dv_block == 0 && thread_idx % 4 == 0) {
-          p.m_rows_ptr[tile.bh * p.S + t] = m_run[x];
-          p.norm_rows_ptr[tile.bh * p.S + t] = b;
-        }
+        if (tile.dv_block == 0 && thread_idx % 4 == 0) p.norm_rows_ptr[tile.bh * p.S + t] = b;
       }
     }
   }

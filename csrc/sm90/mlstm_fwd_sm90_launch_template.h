@@ -19,6 +19,8 @@ void launch_mlstm_fwd_sm90_schedule(const MlstmForwardParams& p, cudaStream_t st
   using Traits = KernelTraits<Element, kDQK, kBlockDV, kSchedule>;
   TORCH_CHECK(!p.has_c0 || p.c0_lowp_ptr != nullptr,
               "mlstm sm90 forward: internal error: an initial state needs c0_lowp_ptr");
+  TORCH_CHECK(p.m_rows_ready,
+              "mlstm sm90 forward: internal error: the kernel reads the stabilizer m_rows");
   typename Traits::Params params{p, make_tma_q<typename Traits::Base>(p),
                                  make_tma_k<typename Traits::Base>(p),
                                  make_tma_v<typename Traits::Base>(p),

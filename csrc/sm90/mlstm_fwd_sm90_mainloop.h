@@ -3,12 +3,13 @@
 // consumer warpgroup (64 query rows) runs, per causal key tile,
 //   S  = Q K^T                                   (SS WGMMA, fp32 accumulators)
 //   logD_tj = (F_t - F_j0) - (F_j - F_j0 - i_j)  (the fp64 offset trick of sm75)
-//   m_new = max(m, rowmax logD);  O, b *= exp(m - m_new)
-//   P  = exp(logD - m_new) * S / sqrt(DQK);  b += rowsum P
+//   P  = exp(logD - m_t) * S / sqrt(DQK);  b += rowsum P
 //   O += P V                                     (RS WGMMA: P straight from registers)
-// The running max starts at the initial-state column F_t + m_0, and O, b start at
-// q̂ C_0 (WGMMAs on C_0 as 16-bit hi + lo parts, streamed through the V stages ahead
-// of the key tiles) and q̂·n_0 (fp32 FMAs).
+// The stabilizer m_t = max(F_t + m_0, max_{j<=t} logD_tj) depends on the gates only:
+// the host computes it before the launch (MlstmForwardParams::m_rows_ready), so there
+// is no running max and no rescaling of O and b per tile. O, b start at
+// exp(F_t + m_0 - m_t) times q̂ C_0 (WGMMAs on C_0 as 16-bit hi + lo parts, streamed
+// through the V stages ahead of the key tiles) and q̂·n_0 (fp32 FMAs).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -115,8 +116,8 @@ struct CollectiveMainloop {
   }
 
   // Consumer of one work item whose Q has arrived: thread_idx in [0, kNumMmaThreads).
-  // Leaves the unnormalized O, the running max m and this thread's partial sums of b
-  // in registers. `read` (pipeline) and `step` (key tiles consumed so far, the parity
+  // Leaves the unnormalized O, the rows' stabilizer m and this thread's partial sums of
+  // b in registers. `read` (pipeline) and `step` (key tiles consumed so far, the parity
   // of the column-term buffers) run on across items. Arrives on barrier_q_empty as
   // soon as the last S WGMMA has read Q, so the next item's Q loads under this item's
   // last tile and epilogue.
@@ -152,13 +153,14 @@ struct CollectiveMainloop {
     int row_local[2];
     int64_t t_row[2];
     double f_row[2];
-    const float m0 = p.has_m0 ? p.m0_ptr[tile.bh] : 0.f;
     CUTLASS_PRAGMA_UNROLL
     for (int x = 0; x < 2; ++x) {
       row_local[x] = get<0>(tScS_rc(x, 0));
       t_row[x] = tile.row0 + row_local[x];
-      f_row[x] = fcum[t_row[x] < S ? t_row[x] : S - 1];
-      m_run[x] = static_cast<float>(f_row[x]) + m0;  // the initial-state column
+      // Rows past S repeat row S - 1 (same F, same visible columns): finite, not stored.
+      const int64_t t = t_row[x] < S ? t_row[x] : S - 1;
+      f_row[x] = fcum[t];
+      m_run[x] = p.m_rows_ptr[tile.bh * S + t];
       b_run[x] = 0.f;
     }
     clear(tOrO);
@@ -186,9 +188,18 @@ struct CollectiveMainloop {
     };
     prefetch_columns(0);
 
-    // Initial state: O = q̂ C0 and b = q̂ · n0 (weight exp(F_t + m0 - m) = 1 while m is
-    // still the state column). C0 arrives pre-scaled (scale / factor) as hi + lo rows in
-    // kStatePieces stages of the pipeline; state row r multiplies Q's column r % DQK.
+    // Initial state: O = w0 q̂ C0 and b = w0 q̂ · n0 with the state column's weight
+    // w0 = exp(F_t + m0 - m_t) <= 1. C0 arrives pre-scaled (scale / factor) as hi + lo
+    // rows in kStatePieces stages of the pipeline; state row r multiplies Q's column
+    // r % DQK.
+    float w0[2];
+    {
+      const double m0 = p.has_m0 ? p.m0_ptr[tile.bh] : 0.;
+      CUTLASS_PRAGMA_UNROLL
+      for (int x = 0; x < 2; ++x) {
+        w0[x] = exp2f(static_cast<float>(f_row[x] + m0 - m_run[x]) * kLog2e);
+      }
+    }
     if (p.c0_lowp_ptr != nullptr) {
       typename Traits::TiledMmaC tiled_mma_c;
       auto thr_mma_c = tiled_mma_c.get_thread_slice(thread_idx);
@@ -214,10 +225,11 @@ struct CollectiveMainloop {
         pipeline.consumer_release(read);
         ++read;
       }
-      if (p.c0_factor_ptr != nullptr) {
-        const float factor = p.c0_factor_ptr[tile.bh];
+      const float factor = p.c0_factor_ptr != nullptr ? p.c0_factor_ptr[tile.bh] : 1.f;
+      CUTLASS_PRAGMA_UNROLL
+      for (int x = 0; x < 2; ++x) {
         CUTLASS_PRAGMA_UNROLL
-        for (int e = 0; e < size(tOrO); ++e) tOrO(e) *= factor;
+        for (int c = 0; c < size<1>(tOrO_rc); ++c) tOrO_rc(x, c) *= w0[x] * factor;
       }
     }
     if (p.has_n0) {
@@ -230,25 +242,26 @@ struct CollectiveMainloop {
           b_run[x] = fmaf(static_cast<float>(sQ(row_local[x], d)) * scale, n0[d], b_run[x]);
         }
       }
+      CUTLASS_PRAGMA_UNROLL
+      for (int x = 0; x < 2; ++x) b_run[x] *= w0[x];
     }
 
     // Per key tile, before its WGMMAs: the column terms go to this warpgroup's smem
     // buffer n % 2 (the named barrier of tile n + 1 orders its reuse at tile n + 2),
-    // then the new running max, the rescale factor alpha and the per-row exponent
-    // offsets. They depend on positions and gates only, not on S. All divergent work
+    // then the per-row exponent offsets. They depend on positions and gates only, not on S. All divergent work
     // lives here, where no WGMMA is in flight (a divergent branch while one is
     // pending makes ptxas serialize the WGMMAs).
     //
     // Below the diagonal (unmasked tiles) the decay factors into a row part and a
     // column part, both <= 1 with cmin = min_j col_j of the tile:
-    //   exp(row_off - col_j - m_new) = exp(row_off - cmin - m_new) * exp(cmin - col_j),
+    //   exp(row_off - col_j - m) = exp(row_off - cmin - m) * exp(cmin - col_j),
     // so the exponentials are one per row (row_fac) and one per column (each column's
     // factor replaces its term in smem after the first barrier) instead of one per
     // element. A factor that flushes to zero
-    // bounds an exact weight that is itself below 2^-126 of the running maximum.
-    // Diagonal tiles keep one exponential per element (row_exp), where the masked
-    // columns must not enter the maximum.
-    float alpha[2], row_exp[2], row_fac[2];
+    // bounds an exact weight that is itself below 2^-126 of the row's maximum.
+    // Diagonal tiles keep one exponential per element (row_exp): there cmin may come
+    // from a masked column, and the row factor would overflow.
+    float row_exp[2], row_fac[2];
     // Diagonal tile n: column cl (tile-local) is visible to row x iff cl <= limit
     // (32-bit compares; columns at or past S have an infinite column term and give 0).
     auto visible_limit = [&](int n, int x) {
@@ -273,20 +286,18 @@ struct CollectiveMainloop {
       // Next tile's gate loads, issued after the barrier so that it never waits on them.
       if (n + 1 < tile.n_block_max) prefetch_columns(n + 1);
 
-      const float* col = storage.col[wg][buf];
       const double f_ref = storage.f_ref[wg][buf];
-      float row_off[2], m_new[2];
+      float row_off[2];
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) row_off[x] = static_cast<float>(f_row[x] - f_ref);
       if (!tile_masked(n)) {
-        // max_j (row_off - col_j) = row_off - min_j col_j: no per-element work.
+        // Every column is visible: row_off - cmin <= m_t, so row_fac <= 1.
         float cmin = storage.col_min[wg][buf][0];
         CUTLASS_PRAGMA_UNROLL
         for (int w = 1; w < kBlockN / 32; ++w) cmin = fminf(cmin, storage.col_min[wg][buf][w]);
         CUTLASS_PRAGMA_UNROLL
         for (int x = 0; x < 2; ++x) {
-          m_new[x] = fmaxf(m_run[x], row_off[x] - cmin);
-          row_fac[x] = exp2f((row_off[x] - cmin - m_new[x]) * kLog2e + kLog2Scale);
+          row_fac[x] = exp2f((row_off[x] - cmin - m_run[x]) * kLog2e + kLog2Scale);
         }
         // Every thread is past the first barrier: no one reads the raw terms any more.
         // The factors are read after the warpgroup's next bar.sync: the ping-pong
@@ -298,23 +309,7 @@ struct CollectiveMainloop {
         }
       } else {
         CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) {
-          const int lim = visible_limit(n, x);
-          float mx = -INFINITY;
-          CUTLASS_PRAGMA_UNROLL
-          for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-            const int cl = get<1>(tScS_rc(x, c));
-            mx = cl <= lim ? fmaxf(mx, row_off[x] - col[cl]) : mx;
-          }
-          m_new[x] = fmaxf(m_run[x], quad_max(mx));
-        }
-      }
-      CUTLASS_PRAGMA_UNROLL
-      for (int x = 0; x < 2; ++x) {
-        alpha[x] = exp2f((m_run[x] - m_new[x]) * kLog2e);
-        b_run[x] *= alpha[x];
-        m_run[x] = m_new[x];
-        row_exp[x] = (row_off[x] - m_new[x]) * kLog2e + kLog2Scale;
+        for (int x = 0; x < 2; ++x) row_exp[x] = (row_off[x] - m_run[x]) * kLog2e + kLog2Scale;
       }
     };
     // S -> P in place (fp32), b += rowsum P. Two straight-line instances, picked by the
@@ -369,13 +364,6 @@ struct CollectiveMainloop {
       if (tile_masked(n)) softmax_tile(n, cute::true_type{});
       else softmax_tile(n, cute::false_type{});
     };
-    auto rescale_o = [&]() {
-      CUTLASS_PRAGMA_UNROLL
-      for (int x = 0; x < 2; ++x) {
-        CUTLASS_PRAGMA_UNROLL
-        for (int c = 0; c < size<1>(tOrO_rc); ++c) tOrO_rc(x, c) *= alpha[x];
-      }
-    };
     Tensor tOrP = make_tensor<Element>(acc_layout_as_a_operand(tSrS.layout()));
     auto convert_p = [&]() {
       constexpr int kN = decltype(size(tSrS))::value;
@@ -414,7 +402,6 @@ struct CollectiveMainloop {
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       release_q_after(0);
-      rescale_o();  // the initial state's O
       softmax(0);
       convert_p();
       PipelineState read_prev = read;
@@ -433,7 +420,6 @@ struct CollectiveMainloop {
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         pipeline.consumer_release(read_prev);  // K_{n-1} and V_{n-1} are consumed
-        rescale_o();
         convert_p();
         read_prev = read;
         ++read;
@@ -456,7 +442,6 @@ struct CollectiveMainloop {
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
         release_q_after(n);
-        rescale_o();
         softmax(n);
         convert_p();
         wgmma_issue</*kZeroInit=*/false>(tiled_mma_o, tOrP, tOrV(_, _, _, read.index()), tOrO);
