@@ -67,7 +67,8 @@ __global__ void gate_prefix_kernel(const TF* __restrict__ f, const float* __rest
 
 GatePrefix gate_prefix(const at::Tensor& f, const at::Tensor& ig, const at::Tensor& m0,
                        bool want_m) {
-  TORCH_CHECK(f.dim() == 3 && f.is_cuda(), "xlstm: internal error: gate_prefix takes (B, NH, S) CUDA gates");
+  TORCH_CHECK(f.dim() == 3 && f.is_cuda(),
+              "xlstm: internal error: gate_prefix takes (B, NH, S) CUDA gates");
   const at::Tensor fc = f.contiguous();
   const int64_t rows = f.size(0) * f.size(1), S = f.size(2);
   GatePrefix out;

@@ -384,7 +384,8 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
           CUTLASS_PRAGMA_UNROLL
           for (int r = 0; r < kRows; ++r) {
             dot[r] = 0.f;
-            y_scale[r] = dn != nullptr && x_idx[r] < S ? p.dk_add.y_row_scale[bh * S + x_idx[r]] : 0.f;
+            y_scale[r] =
+                dn != nullptr && x_idx[r] < S ? p.dk_add.y_row_scale[bh * S + x_idx[r]] : 0.f;
           }
           // An opaque 0 that the smem addresses below depend on: without it ptxas
           // computes all of them before the state pieces' WGMMAs and spills them.

@@ -6,8 +6,9 @@
 //   P  = exp(logD - m_t) * S / sqrt(DQK);  b += rowsum P
 //   O += P V                                     (RS WGMMA: P straight from registers)
 // The stabilizer m_t = max(F_t + m_0, max_{j<=t} logD_tj) depends on the gates only:
-// the host computes it before the launch (MlstmForwardParams::m_rows_ready), so there
-// is no running max and no rescaling of O and b per tile. O, b start at
+// gate_prefix (csrc/cuda/gate_prefix.cu) computes it before the launch
+// (MlstmForwardParams::m_rows_ready), so there is no running max and no rescaling of O
+// and b per tile. O, b start at
 // exp(F_t + m_0 - m_t) times q̂ C_0 (WGMMAs on C_0 as 16-bit hi + lo parts, streamed
 // through the V stages ahead of the key tiles) and q̂·n_0 (fp32 FMAs).
 #pragma once
@@ -248,9 +249,9 @@ struct CollectiveMainloop {
 
     // Per key tile, before its WGMMAs: the column terms go to this warpgroup's smem
     // buffer n % 2 (the named barrier of tile n + 1 orders its reuse at tile n + 2),
-    // then the per-row exponent offsets. They depend on positions and gates only, not on S. All divergent work
-    // lives here, where no WGMMA is in flight (a divergent branch while one is
-    // pending makes ptxas serialize the WGMMAs).
+    // then the per-row exponent offsets. They depend on positions and gates only, not
+    // on S. All divergent work lives here, where no WGMMA is in flight (a divergent
+    // branch while one is pending makes ptxas serialize the WGMMAs).
     //
     // Below the diagonal (unmasked tiles) the decay factors into a row part and a
     // column part, both <= 1 with cmin = min_j col_j of the tile:
