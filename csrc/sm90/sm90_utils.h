@@ -123,10 +123,6 @@ CUTLASS_DEVICE void named_barrier_arrive(uint32_t id, uint32_t num_threads) {
 }
 
 // The four threads of a quad hold the same two accumulator rows.
-CUTLASS_DEVICE float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-}
 CUTLASS_DEVICE float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffff, x, 1);
   return x + __shfl_xor_sync(0xffffffff, x, 2);
