@@ -75,7 +75,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   }
 
   MainloopPipeline pipeline = make_tma_pipeline<MainloopPipeline>(
-      storage.pipeline, Traits::kTmaBytesKV, Traits::kNumMmaThreads);
+      storage.pipeline, Traits::kTmaBytesKV, Traits::kNumMmaThreads,
+      Mainloop::kStageProducerArrivals);
   __syncthreads();
 
   // Persistent: CTA c takes item c, then the next unclaimed one from the work counter.
@@ -85,25 +86,27 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int num_work = static_cast<int>(fwd_num_work<Traits>(p));
   if (warp_group_idx == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (threadIdx.x == 0) {
+    if (warp_idx == 0) {  // the producer warp; lane 0 claims items and issues the TMAs
+      const int lane = threadIdx.x;
       PipelineState write = cutlass::make_producer_start_state<MainloopPipeline>();
       int w = blockIdx.x;
       for (int item = 0;; ++item) {
         if (item > 0) storage.barrier_q_empty.wait((item - 1) & 1);
-        storage.work[item & 1] = w < num_work ? w : num_work;
+        if (lane == 0) storage.work[item & 1] = w < num_work ? w : num_work;
         if (w >= num_work) {
-          storage.barrier_q.arrive();
+          if (lane == 0) storage.barrier_q.arrive();
           break;
         }
-        Mainloop::load(params, storage, pipeline, write, fwd_tile<Traits>(p, w));
-        w = gridDim.x + atomicAdd(p.work_counter, 1);
+        Mainloop::load(params, storage, pipeline, write, fwd_tile<Traits>(p, w), lane);
+        int next = 0;
+        if (lane == 0) next = gridDim.x + atomicAdd(p.work_counter, 1);
+        w = __shfl_sync(0xffffffff, next, 0);
       }
     }
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
     const int thread_idx = threadIdx.x - 128;
     PipelineState read;
-    int step = 0;
     for (int item = 0;; ++item) {
       storage.barrier_q.wait(item & 1);
       const int w = storage.work[item & 1];
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       Tensor tOrO = partition_fragment_C(tiled_mma_o,
                                          Shape<Int<Traits::kBlockM>, Int<Traits::kBlockDV>>{});
       float m_run[2], b_run[2];
-      Mainloop::mma(params, storage, pipeline, read, step, tile, thread_idx, tOrO, m_run, b_run);
+      Mainloop::mma(params, storage, pipeline, read, tile, thread_idx, tOrO, m_run, b_run);
       Epilogue::store(p, tile, thread_idx, tOrO, m_run, b_run);
     }
   }

@@ -31,7 +31,9 @@ struct TileTraits {
   static constexpr int kNumMmaThreads = kNumMmaWarpGroups * 128;
   static constexpr int kNumThreads = kNumMmaThreads + 128;  // + one producer warpgroup
   // setmaxnreg budgets (FA3's split for two consumer warpgroups): 24 + 2 x 240 = 504
-  // registers per thread triple, 504 x 128 = 64512 <= 64K.
+  // registers per thread triple. The CTA's pool is what the launch allotted, 168 x 384 =
+  // 504 x 128: a producer budget above 24 would leave the consumers' allocation waiting
+  // forever. The producer warp's column terms fit in 24 (no local memory in its SASS).
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
   static_assert(kNumMmaWarpGroups == 2, "register budgets assume two consumer warpgroups");
@@ -133,6 +135,16 @@ auto make_tma_c(const MlstmForwardParams& p) {
 //   Issuing P_{n-1}V_{n-1} and S_n together under the barrier and waiting for both
 //   (FA3's ping-pong without overlap) measured 14 % slower than kSerialPingPong at
 //   128/128 (2.05 vs 1.79 ms at S 1024) and was dropped.
+// Column terms of one key tile j0 .. j0 + kBlockN - 1, shared by both consumer
+// warpgroups: `v` holds c_j = (F_j - F_j0) - i_j (+inf past S) on tiles with masked
+// entries, else the factors exp(cmin - c_j) <= 1 with cmin = min_j c_j of the tile.
+template <int kBlockN>
+struct StageColumns {
+  float v[kBlockN];
+  double f_ref;  // F_j0
+  float cmin;    // set on unmasked tiles only
+};
+
 enum class Schedule { kSerial = 0, kSerialPingPong = 1, kOverlapPingPong = 2 };
 
 template <typename Element_, int kDQK_, int kBlockDV_, Schedule kSchedule_>
@@ -165,12 +177,9 @@ struct KernelTraits : TileTraits<Element_, kDQK_, kBlockDV_> {
     array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> smem_q;
     array_aligned<Element, cosize_v<SmemLayoutK>, 1024> smem_k;
     array_aligned<Element, cosize_v<SmemLayoutV>, 1024> smem_v;
-    // Per consumer warpgroup, double-buffered by tile parity: the column term
-    // F_j - F_j0 - i_j of each key (in unmasked tiles replaced by its factor
-    // exp(min - term) once the minimum is known), its minimum (per 32 keys) and F_j0.
-    float col[kNumMmaWarpGroups][2][kBlockN];
-    float col_min[kNumMmaWarpGroups][2][kBlockN / 32];
-    double f_ref[kNumMmaWarpGroups][2];
+    // Per K/V stage, written by the producer warp and published by the stage's full
+    // barrier: the key tile's column terms (see StageColumns).
+    StageColumns<kBlockN> cols[kStages];
     typename MainloopPipeline::SharedStorage pipeline;
     int work[2];  // work item ids, by item parity (see the kernel)
     cutlass::arch::ClusterTransactionBarrier barrier_q;  // Q of an item has arrived ...

@@ -1,5 +1,6 @@
-// Mainloop of the sm_90a family: the producer (one thread of the producer
-// warpgroup) streams Q once and K/V tiles through a kStages-deep TMA pipeline; each
+// Mainloop of the sm_90a family: the producer (one warp of the producer warpgroup;
+// lane 0 issues the TMAs) streams Q once and K/V tiles through a kStages-deep TMA
+// pipeline, and with each K/V stage the key tile's column terms (StageColumns); each
 // consumer warpgroup (64 query rows) runs, per causal key tile,
 //   S  = Q K^T                                   (SS WGMMA, fp32 accumulators)
 //   logD_tj = (F_t - F_j0) - (F_j - F_j0 - i_j)  (the fp64 offset trick of sm75)
@@ -49,18 +50,88 @@ struct CollectiveMainloop {
   static constexpr float kLog2Scale = kDQK == 64 ? -3.f : (kDQK == 128 ? -3.5f : -4.f);
   static_assert(kDQK == 64 || kDQK == 128 || kDQK == 256);
   static constexpr float kLog2e = 1.4426950408889634f;
-  // Named barriers (0 is __syncthreads): 1, 2 = per-warpgroup column terms;
-  // 3, 4 = the ping-pong scheduler of consumer warpgroups 0 and 1.
-  static constexpr uint32_t kBarrierColumnsWG0 = 1;
-  static constexpr uint32_t kBarrierSchedWG0 = 3;
+  // Named barriers (0 is __syncthreads): 1, 2 = the ping-pong scheduler of consumer
+  // warpgroups 0 and 1.
+  static constexpr uint32_t kBarrierSchedWG0 = 1;
+  // Arrivals that fill a K/V stage besides its TMA bytes: lane 0's expect-tx and one
+  // per producer lane once its column terms are in shared memory.
+  static constexpr int kStageProducerArrivals = 1 + 32;
 
-  // Producer of one work item: a single thread issues every TMA (Q, then the K/V
-  // tiles through the pipeline, whose state `write` runs on across items). The caller
-  // has made sure the consumers are done reading the previous item's Q.
+  // Whether key tile n has entries above the diagonal of the CTA's first row or past S
+  // (then P needs a mask). CTA-uniform on purpose (not per warpgroup): ptxas then sees
+  // a uniform branch and keeps the WGMMAs asynchronous.
+  CUTLASS_DEVICE static bool key_tile_masked(TileCoord const& tile, int n, int64_t S) {
+    const int64_t j_last = static_cast<int64_t>(n) * kBlockN + kBlockN - 1;
+    return j_last > tile.row0 || j_last >= S;
+  }
+
+  // Column terms of key tile n: lane l takes keys j0 + l + 32 k. Loaded before the
+  // producer waits for a free stage, so that the loads fly during the wait.
+  static constexpr int kColsPerLane = kBlockN / 32;
+  struct ColumnLoads {
+    double f_ref;
+    double f[kColsPerLane];
+    float i[kColsPerLane];
+    int n_valid;  // keys of the tile before S
+  };
+  CUTLASS_DEVICE static ColumnLoads load_columns(MlstmForwardParams const& p,
+                                                 TileCoord const& tile, int n, int lane) {
+    const double* fcum = p.fcum_ptr + tile.bh * p.S;
+    const float* igate = p.igate_ptr + tile.bh * p.S;
+    const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
+    ColumnLoads c;
+    c.f_ref = fcum[j0];
+    c.n_valid = p.S - j0 < kBlockN ? static_cast<int>(p.S - j0) : kBlockN;
+    CUTLASS_PRAGMA_UNROLL
+    for (int k = 0; k < kColsPerLane; ++k) {
+      const int64_t j = j0 + lane + 32 * k;
+      c.f[k] = j < p.S ? fcum[j] : 0.;
+      c.i[k] = j < p.S ? igate[j] : 0.f;
+    }
+    return c;
+  }
+  // Below the diagonal the decay factors into a row part and a column part, both <= 1
+  // with cmin = min_j c_j of the tile:
+  //   exp(row_off - c_j - m) = exp(row_off - cmin - m) * exp(cmin - c_j),
+  // so the consumers take one exponential per row and the producer one per column. A
+  // factor that flushes to zero bounds an exact weight that is itself below 2^-126 of
+  // the row's maximum. Masked tiles keep the terms (one exponential per element there:
+  // cmin may come from a masked column, and the row factor would overflow).
+  CUTLASS_DEVICE static void store_columns(ColumnLoads const& c, bool masked,
+                                           StageColumns<kBlockN>& cols, int lane) {
+    float term[kColsPerLane];
+    float cmin = INFINITY;
+    CUTLASS_PRAGMA_UNROLL
+    for (int k = 0; k < kColsPerLane; ++k) {
+      // Past S the term is +inf: no weight (such a tile is always masked).
+      term[k] = lane + 32 * k < c.n_valid ? static_cast<float>(c.f[k] - c.f_ref) - c.i[k]
+                                          : INFINITY;
+      cmin = fminf(cmin, term[k]);
+    }
+    if (!masked) {
+      CUTLASS_PRAGMA_UNROLL
+      for (int off = 16; off > 0; off /= 2) cmin = fminf(cmin, __shfl_xor_sync(0xffffffff, cmin, off));
+    }
+    CUTLASS_PRAGMA_UNROLL
+    for (int k = 0; k < kColsPerLane; ++k) {
+      cols.v[lane + 32 * k] = masked ? term[k] : exp2f((cmin - term[k]) * kLog2e);
+    }
+    if (lane == 0) {
+      cols.f_ref = c.f_ref;
+      cols.cmin = cmin;
+    }
+  }
+
+  // Producer of one work item, run by all lanes of the producer warp: lane 0 issues
+  // every TMA (Q, then the K/V tiles through the pipeline, whose state `write` runs on
+  // across items), every lane writes its column terms into the stage and arrives on the
+  // stage's full barrier. The caller has made sure the consumers are done reading the
+  // previous item's Q.
   CUTLASS_DEVICE static void load(Params const& params, SharedStorage& storage,
                                   MainloopPipeline& pipeline, PipelineState& write,
-                                  TileCoord const& tile) {
+                                  TileCoord const& tile, int lane) {
     const MlstmForwardParams& p = params.p;
+    const bool leader = lane == 0;
     const auto shape_qk = make_shape(static_cast<int>(p.S), static_cast<int>(kDQK), static_cast<int>(p.NH),
                                      static_cast<int>(p.B));
     const auto shape_v = make_shape(static_cast<int>(p.S), p.DV, static_cast<int>(p.NH),
@@ -85,8 +156,10 @@ struct CollectiveMainloop {
     auto [tVgV, tVsV] = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV),
                                       group_modes<0, 2>(gV));
 
-    storage.barrier_q.arrive_and_expect_tx(Traits::kTmaBytesQ);
-    copy(params.tma_q.with(reinterpret_cast<uint64_t&>(storage.barrier_q), 0), tQgQ, tQsQ);
+    if (leader) {
+      storage.barrier_q.arrive_and_expect_tx(Traits::kTmaBytesQ);
+      copy(params.tma_q.with(reinterpret_cast<uint64_t&>(storage.barrier_q), 0), tQgQ, tQsQ);
+    }
     if (p.c0_lowp_ptr != nullptr) {
       // C0 first, kBlockN of its (hi, lo) rows per stage in the V slot. The K slot gets
       // key tile 0 as well, unused, so that every stage carries the same kTmaBytesKV.
@@ -101,35 +174,42 @@ struct CollectiveMainloop {
       for (int piece = 0; piece < Traits::kStatePieces; ++piece) {
         pipeline.producer_acquire(write);
         uint64_t* full = pipeline.producer_get_barrier(write);
-        copy(params.tma_k.with(*full, 0), tKgK(_, 0), tKsK(_, write.index()));
-        copy(params.tma_c.with(*full, 0), tCgC(_, piece), tCsC(_, write.index()));
+        if (leader) {
+          copy(params.tma_k.with(*full, 0), tKgK(_, 0), tKsK(_, write.index()));
+          copy(params.tma_c.with(*full, 0), tCgC(_, piece), tCsC(_, write.index()));
+        }
+        cutlass::arch::ClusterBarrier::arrive(full);  // no column terms in state stages
         ++write;
       }
     }
 #pragma unroll 1
     for (int n = 0; n < tile.n_block_max; ++n) {
+      const ColumnLoads columns = load_columns(p, tile, n, lane);
       pipeline.producer_acquire(write);
       uint64_t* full = pipeline.producer_get_barrier(write);
-      copy(params.tma_k.with(*full, 0), tKgK(_, n), tKsK(_, write.index()));
-      copy(params.tma_v.with(*full, 0), tVgV(_, n), tVsV(_, write.index()));
+      if (leader) {
+        copy(params.tma_k.with(*full, 0), tKgK(_, n), tKsK(_, write.index()));
+        copy(params.tma_v.with(*full, 0), tVgV(_, n), tVsV(_, write.index()));
+      }
+      store_columns(columns, key_tile_masked(tile, n, p.S), storage.cols[write.index()], lane);
+      cutlass::arch::ClusterBarrier::arrive(full);  // releases this lane's column writes
       ++write;
     }
   }
 
   // Consumer of one work item whose Q has arrived: thread_idx in [0, kNumMmaThreads).
   // Leaves the unnormalized O, the rows' stabilizer m and this thread's partial sums of
-  // b in registers. `read` (pipeline) and `step` (key tiles consumed so far, the parity
-  // of the column-term buffers) run on across items. Arrives on barrier_q_empty as
-  // soon as the last S WGMMA has read Q, so the next item's Q loads under this item's
-  // last tile and epilogue.
+  // b in registers. `read` (pipeline state) runs on across items. Arrives on
+  // barrier_q_empty as soon as the last S WGMMA has read Q, so the next item's Q loads
+  // under this item's last tile and epilogue.
   template <class FrgO>
   CUTLASS_DEVICE static void mma(Params const& params, SharedStorage& storage,
-                                 MainloopPipeline& pipeline, PipelineState& read, int& step,
+                                 MainloopPipeline& pipeline, PipelineState& read,
                                  TileCoord const& tile, int thread_idx, FrgO& tOrO,
                                  float (&m_run)[2], float (&b_run)[2]) {
     const MlstmForwardParams& p = params.p;
     const int64_t S = p.S;
-    const int wg = thread_idx / 128, tid_wg = thread_idx % 128, lane = thread_idx % 32;
+    const int wg = thread_idx / 128, lane = thread_idx % 32;
     typename Traits::TiledMmaS tiled_mma_s;
     typename Traits::TiledMmaO tiled_mma_o;
     auto thr_mma_s = tiled_mma_s.get_thread_slice(thread_idx);
@@ -149,7 +229,6 @@ struct CollectiveMainloop {
     Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
     static_assert(decltype(size<0>(tSrS_rc))::value == 2 && decltype(size<0>(tOrO_rc))::value == 2);
 
-    const float* igate = p.igate_ptr + tile.bh * S;
     const double* fcum = p.fcum_ptr + tile.bh * S;
     int row_local[2];
     int64_t t_row[2];
@@ -166,41 +245,19 @@ struct CollectiveMainloop {
     }
     clear(tOrO);
 
-    // Tiles wholly below the diagonal of the CTA's first row and inside S need no
-    // mask. CTA-uniform on purpose (not per warpgroup): ptxas then sees a uniform
-    // branch and keeps the WGMMAs asynchronous.
-    auto tile_masked = [&](int n) {
-      const int64_t j_last = static_cast<int64_t>(n) * kBlockN + kBlockN - 1;
-      return j_last > tile.row0 || j_last >= S;
-    };
-
-    // Column terms of the first key tile, loaded while Q arrives.
-    double pf_f = 0., pf_ref = 0.;
-    float pf_i = 0.f;
-    auto prefetch_columns = [&](int n) {
-      const int64_t j0 = static_cast<int64_t>(n) * kBlockN, j = j0 + tid_wg;
-      if (tid_wg < kBlockN) {
-        pf_ref = fcum[j0];
-        if (j < S) {
-          pf_f = fcum[j];
-          pf_i = igate[j];
-        }
-      }
-    };
-    prefetch_columns(0);
-
     // Initial state: O = w0 q̂ C0 and b = w0 q̂ · n0 with the state column's weight
     // w0 = exp(F_t + m0 - m_t) <= 1. C0 arrives pre-scaled (scale / factor) as hi + lo
     // rows in kStatePieces stages of the pipeline; state row r multiplies Q's column
     // r % DQK.
-    float w0[2];
-    {
+    // Computed only with a state, so that a stateless item's first use of its row loads
+    // is the first tile's prepare_tile, under the S WGMMA.
+    auto state_weights = [&](float (&w0)[2]) {
       const double m0 = p.has_m0 ? p.m0_ptr[tile.bh] : 0.;
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) {
         w0[x] = exp2f(static_cast<float>(f_row[x] + m0 - m_run[x]) * kLog2e);
       }
-    }
+    };
     if (p.c0_lowp_ptr != nullptr) {
       typename Traits::TiledMmaC tiled_mma_c;
       auto thr_mma_c = tiled_mma_c.get_thread_slice(thread_idx);
@@ -227,6 +284,8 @@ struct CollectiveMainloop {
         ++read;
       }
       const float factor = p.c0_factor_ptr != nullptr ? p.c0_factor_ptr[tile.bh] : 1.f;
+      float w0[2];
+      state_weights(w0);
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) {
         CUTLASS_PRAGMA_UNROLL
@@ -243,25 +302,18 @@ struct CollectiveMainloop {
           b_run[x] = fmaf(static_cast<float>(sQ(row_local[x], d)) * scale, n0[d], b_run[x]);
         }
       }
+      float w0[2];
+      state_weights(w0);
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) b_run[x] *= w0[x];
     }
 
-    // Per key tile, before its WGMMAs: the column terms go to this warpgroup's smem
-    // buffer n % 2 (the named barrier of tile n + 1 orders its reuse at tile n + 2),
-    // then the per-row exponent offsets. They depend on positions and gates only, not
-    // on S. All divergent work lives here, where no WGMMA is in flight (a divergent
-    // branch while one is pending makes ptxas serialize the WGMMAs).
-    //
-    // Below the diagonal (unmasked tiles) the decay factors into a row part and a
-    // column part, both <= 1 with cmin = min_j col_j of the tile:
-    //   exp(row_off - col_j - m) = exp(row_off - cmin - m) * exp(cmin - col_j),
-    // so the exponentials are one per row (row_fac) and one per column (each column's
-    // factor replaces its term in smem after the first barrier) instead of one per
-    // element. A factor that flushes to zero
-    // bounds an exact weight that is itself below 2^-126 of the row's maximum.
-    // Diagonal tiles keep one exponential per element (row_exp): there cmin may come
-    // from a masked column, and the row factor would overflow.
+    // Per key tile, issued right after its S WGMMA so that it runs under it: the per-row
+    // exponent offsets from the stage's column terms (store_columns). They depend on
+    // positions and gates only, not on S. Masked tiles use row_exp, the row's part of
+    // the per-element exponent; unmasked ones row_fac = exp(row_off - cmin - m) <= 1.
+    // Branch-free (both are computed; cmin is meaningless on masked tiles): a branch
+    // while a WGMMA is in flight would make ptxas serialize the WGMMAs.
     float row_exp[2], row_fac[2];
     // Diagonal tile n: column cl (tile-local) is visible to row x iff cl <= limit
     // (32-bit compares; columns at or past S have an infinite column term and give 0).
@@ -269,57 +321,22 @@ struct CollectiveMainloop {
       const int64_t d = t_row[x] - static_cast<int64_t>(n) * kBlockN;
       return d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
     };
-    auto prepare_tile = [&](int n) {
-      const int buf = (step + n) & 1;
-      const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
-      float my_col = INFINITY;  // this thread's column term (tid_wg < kBlockN)
-      if (tid_wg < kBlockN) {
-        const float c = j0 + tid_wg < S ? static_cast<float>(pf_f - pf_ref) - pf_i : INFINITY;
-        my_col = c;
-        storage.col[wg][buf][tid_wg] = c;
-        float mn = c;
-        CUTLASS_PRAGMA_UNROLL
-        for (int off = 16; off > 0; off /= 2) mn = fminf(mn, __shfl_xor_sync(0xffffffff, mn, off));
-        if (lane == 0) storage.col_min[wg][buf][tid_wg / 32] = mn;
-        if (tid_wg == 0) storage.f_ref[wg][buf] = pf_ref;
-      }
-      named_barrier_sync(kBarrierColumnsWG0 + wg, 128);
-      // Next tile's gate loads, issued after the barrier so that it never waits on them.
-      if (n + 1 < tile.n_block_max) prefetch_columns(n + 1);
-
-      const double f_ref = storage.f_ref[wg][buf];
-      float row_off[2];
+    auto prepare_tile = [&](StageColumns<kBlockN> const& cols) {
+      const double f_ref = cols.f_ref;
+      const float cmin_log2 = cols.cmin * kLog2e;
       CUTLASS_PRAGMA_UNROLL
-      for (int x = 0; x < 2; ++x) row_off[x] = static_cast<float>(f_row[x] - f_ref);
-      if (!tile_masked(n)) {
-        // Every column is visible: row_off - cmin <= m_t, so row_fac <= 1.
-        float cmin = storage.col_min[wg][buf][0];
-        CUTLASS_PRAGMA_UNROLL
-        for (int w = 1; w < kBlockN / 32; ++w) cmin = fminf(cmin, storage.col_min[wg][buf][w]);
-        CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) {
-          row_fac[x] = exp2f((row_off[x] - cmin - m_run[x]) * kLog2e + kLog2Scale);
-        }
-        // Every thread is past the first barrier: no one reads the raw terms any more.
-        // The factors are read after the warpgroup's next bar.sync: the ping-pong
-        // scheduler barrier before the S WGMMA (all 128 threads of this warpgroup sync
-        // on it), or this one without ping-pong.
-        if (tid_wg < kBlockN) storage.col[wg][buf][tid_wg] = exp2f((cmin - my_col) * kLog2e);
-        if constexpr (Traits::kSchedule == Schedule::kSerial) {
-          named_barrier_sync(kBarrierColumnsWG0 + wg, 128);
-        }
-      } else {
-        CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) row_exp[x] = (row_off[x] - m_run[x]) * kLog2e + kLog2Scale;
+      for (int x = 0; x < 2; ++x) {
+        const float row_off = static_cast<float>(f_row[x] - f_ref);
+        row_exp[x] = (row_off - m_run[x]) * kLog2e + kLog2Scale;
+        row_fac[x] = exp2f(row_exp[x] - cmin_log2);
       }
     };
     // S -> P in place (fp32), b += rowsum P. Two straight-line instances, picked by the
-    // CTA-uniform tile_masked (so either may run while the previous tile's P V WGMMA is
+    // CTA-uniform key_tile_masked (so either may run while the previous tile's P V WGMMA is
     // in flight): a runtime mask flag inside the loop gets if-converted by the compiler
     // into per-element compares and selects on every tile.
-    auto softmax_tile = [&](int n, auto masked_c) {
-      constexpr bool kMasked = decltype(masked_c)::value;
-      const float* col = storage.col[wg][(step + n) & 1];  // terms, or factors if unmasked
+    auto softmax_tile = [&](int n, float const* col, auto masked_c) {
+      constexpr bool kMasked = decltype(masked_c)::value;  // col: terms, else factors
       if constexpr (kMasked) {
         const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
         CUTLASS_PRAGMA_UNROLL
@@ -361,9 +378,10 @@ struct CollectiveMainloop {
         for (int x = 0; x < 2; ++x) b_run[x] = fmaf(row_fac[x], part[x][0] + part[x][1], b_run[x]);
       }
     };
-    auto softmax = [&](int n) {
-      if (tile_masked(n)) softmax_tile(n, cute::true_type{});
-      else softmax_tile(n, cute::false_type{});
+    auto softmax = [&](int n, int stage) {
+      const float* col = storage.cols[stage].v;
+      if (key_tile_masked(tile, n, S)) softmax_tile(n, col, cute::true_type{});
+      else softmax_tile(n, col, cute::false_type{});
     };
     Tensor tOrP = make_tensor<Element>(acc_layout_as_a_operand(tSrS.layout()));
     auto convert_p = [&]() {
@@ -395,29 +413,29 @@ struct CollectiveMainloop {
       // Tile 0, then a software pipeline (FA3's intra-warpgroup overlap): the WGMMA of
       // S_n and that of P_{n-1} V_{n-1} are issued back to back, and the exponentials of
       // tile n run while the tensor cores still work on P_{n-1} V_{n-1}.
-      prepare_tile(0);
       pipeline.consumer_wait(read);
       scheduler_sync();
       wgmma_issue</*kZeroInit=*/true>(tiled_mma_s, tSrQ, tSrK(_, _, _, read.index()), tSrS);
       scheduler_arrive();
+      prepare_tile(storage.cols[read.index()]);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       release_q_after(0);
-      softmax(0);
+      softmax(0, read.index());
       convert_p();
       PipelineState read_prev = read;
       ++read;
       for (int n = 1; n < tile.n_block_max; ++n) {
-        prepare_tile(n);
         pipeline.consumer_wait(read);
         scheduler_sync();
         wgmma_issue</*kZeroInit=*/true>(tiled_mma_s, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         wgmma_issue</*kZeroInit=*/false>(tiled_mma_o, tOrP, tOrV(_, _, _, read_prev.index()), tOrO);
         scheduler_arrive();
+        prepare_tile(storage.cols[read.index()]);
         warpgroup_wait<1>();  // S_n done, P_{n-1} V_{n-1} may still run
         warpgroup_fence_operand(tSrS);
         release_q_after(n);
-        softmax(n);
+        softmax(n, read.index());
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         pipeline.consumer_release(read_prev);  // K_{n-1} and V_{n-1} are consumed
@@ -435,15 +453,15 @@ struct CollectiveMainloop {
       // Serial schedules: S, softmax, P V one after the other (ping-pong, if on, orders
       // the S WGMMAs of the two warpgroups).
       for (int n = 0; n < tile.n_block_max; ++n) {
-        prepare_tile(n);
         pipeline.consumer_wait(read);
         scheduler_sync();
         wgmma_issue</*kZeroInit=*/true>(tiled_mma_s, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         scheduler_arrive();
+        prepare_tile(storage.cols[read.index()]);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
         release_q_after(n);
-        softmax(n);
+        softmax(n, read.index());
         convert_p();
         wgmma_issue</*kZeroInit=*/false>(tiled_mma_o, tOrP, tOrV(_, _, _, read.index()), tOrO);
         warpgroup_wait<0>();
@@ -454,7 +472,6 @@ struct CollectiveMainloop {
     }
     // Take warpgroup 1's last arrival so that no named barrier is left half-arrived.
     if (kPingPong && wg == 0) scheduler_sync();
-    step += tile.n_block_max;
   }
 };
 

@@ -22,7 +22,7 @@ constexpr int kBlockM = 128;
 // release a stage only when both are done with it, so with 2 stages the next tile's
 // load has about half a tile's compute time to arrive from L2.
 constexpr int kSmemLimitBytes = 227 * 1024;
-constexpr int kSmemExtraBytes = 2560;  // column terms (2.1 KB), barriers, work ids
+constexpr int kSmemExtraBytes = 2560;  // column terms (3 x 528 B), barriers, work ids
 constexpr int tile_stages(int dqk, int block_dv, int block_n) {
   return 2 * (kBlockM * dqk + 3 * block_n * (dqk + block_dv)) + kSmemExtraBytes <= kSmemLimitBytes
              ? 3 : 2;

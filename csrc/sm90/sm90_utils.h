@@ -33,12 +33,15 @@ auto gmem_tensor(const void* ptr, int64_t S, int D, int64_t NH, int64_t B, int64
 }
 
 // The TMA pipeline of a warp-specialized CTA: warpgroup 0 produces (thread 0 leads),
-// the other warpgroups consume; `tx_bytes` arrive per stage. Initializes the stage
-// barriers (warp 0) and fences the inits; the caller syncs the CTA before use.
+// the other warpgroups consume; a stage is full once its `tx_bytes` and `num_producers`
+// arrivals (thread 0's expect-tx is one) are in. Initializes the stage barriers
+// (warp 0) and fences the inits; the caller syncs the CTA before use.
 template <class Pipeline>
 CUTLASS_DEVICE Pipeline make_tma_pipeline(typename Pipeline::SharedStorage& storage,
-                                          uint32_t tx_bytes, int num_consumers) {
+                                          uint32_t tx_bytes, int num_consumers,
+                                          int num_producers = 1) {
   typename Pipeline::Params params;
+  params.num_producers = num_producers;
   params.transaction_bytes = tx_bytes;
   params.role = cutlass::canonical_warp_group_idx() == 0 ? Pipeline::ThreadCategory::Producer
                                                          : Pipeline::ThreadCategory::Consumer;
@@ -126,6 +129,24 @@ CUTLASS_DEVICE void named_barrier_arrive(uint32_t id, uint32_t num_threads) {
 CUTLASS_DEVICE float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffff, x, 1);
   return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+// One butterfly step of quad_transpose: the lane whose bit kMask is set swaps its
+// `lo` word for its partner's `hi` word.
+template <int kMask>
+CUTLASS_DEVICE void quad_exchange(uint32_t& lo, uint32_t& hi, bool upper) {
+  const uint32_t recv = __shfl_xor_sync(0xffffffff, upper ? lo : hi, kMask);
+  if (upper) lo = recv;
+  else hi = recv;
+}
+
+// 4 x 4 transpose of 32-bit words across the four lanes of a quad (lane % 4 = q):
+// afterwards word p of lane q is what word q of lane p was. All 32 lanes must call it.
+CUTLASS_DEVICE void quad_transpose(uint32_t (&w)[4], int q) {
+  quad_exchange<2>(w[0], w[2], q & 2);
+  quad_exchange<2>(w[1], w[3], q & 2);
+  quad_exchange<1>(w[0], w[1], q & 1);
+  quad_exchange<1>(w[2], w[3], q & 1);
 }
 
 }  // namespace xlstm_sm90
