@@ -110,7 +110,9 @@ struct CollectiveMainloop {
     }
     if (!masked) {
       CUTLASS_PRAGMA_UNROLL
-      for (int off = 16; off > 0; off /= 2) cmin = fminf(cmin, __shfl_xor_sync(0xffffffff, cmin, off));
+      for (int off = 16; off > 0; off /= 2) {
+        cmin = fminf(cmin, __shfl_xor_sync(0xffffffff, cmin, off));
+      }
     }
     CUTLASS_PRAGMA_UNROLL
     for (int k = 0; k < kColsPerLane; ++k) {
