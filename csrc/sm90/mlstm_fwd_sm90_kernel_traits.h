@@ -142,7 +142,7 @@ template <int kBlockN>
 struct StageColumns {
   float v[kBlockN];
   double f_ref;  // F_j0
-  float cmin;    // set on unmasked tiles only
+  float cmin;    // the tile's min_j c_j on unmasked tiles; on masked ones unused
 };
 
 enum class Schedule { kSerial = 0, kSerialPingPong = 1, kOverlapPingPong = 2 };
