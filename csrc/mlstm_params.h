@@ -130,6 +130,12 @@ struct MlstmBackwardParams {
   const float* rden_ptr = nullptr;
   const float* db_ptr = nullptr;
 
+  // Pass kRowDotProducts over some sequences only (sm90 family; null: all): the first
+  // *row_pass_count entries of row_pass_seqs are the sequences b * NH + h to recompute
+  // (device memory, so that the host need not wait for the count; normalizer_grad.h).
+  const int* row_pass_seqs = nullptr;
+  const int* row_pass_count = nullptr;
+
   // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s
   // (pass kGradients), dh_t . u_t of the quadratic part (pass kRowDotProducts).
   float* di_ptr = nullptr;

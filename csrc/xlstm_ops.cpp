@@ -119,7 +119,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlstm_backwar
                                     backward_launcher(choice.kernel), state_on_tensor_cores);
     }
     return run_parallel_backward(dh, dc_last, dn_last, q, k, v, i, f, c_initial, n_initial,
-                                 m_initial, m_rows, eps, backward_launcher(choice.kernel),
+                                 m_initial, m_rows, h, norm_rows, eps,
+                                 backward_launcher(choice.kernel),
                                  state_on_tensor_cores);
   }
 #endif

@@ -214,7 +214,8 @@ run_chunkwise_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc
   };
   auto [dq, dk, dv, di, df, unused_dc, unused_dn] =
       run_parallel_backward(dh_c, std::nullopt, std::nullopt, in.q, in.k, in.v, in.i, in.f,
-                            st.c, st.n, st.m, m_c, eps, launch, state_on_tensor_cores, &chunked);
+                            st.c, st.n, st.m, m_c, /*h=*/at::Tensor(), /*norm_rows=*/at::Tensor(),
+                            eps, launch, state_on_tensor_cores, &chunked);
   (void)unused_dc;
   (void)unused_dn;
 

@@ -9,6 +9,7 @@
 #include "aten/mlstm_chunkwise_aten.h"  // not_requested_output
 #include "cuda/gate_prefix.h"
 #include "cuda/kernel_inputs.h"
+#include "cuda/normalizer_grad.h"
 #include "cuda/state_gemm.h"
 
 namespace xlstm {
@@ -163,7 +164,8 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
                       const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& i,
                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
-                      const at::Tensor& m_rows, double eps, BackwardLauncher launch,
+                      const at::Tensor& m_rows, const at::Tensor& h,
+                      const at::Tensor& norm_rows, double eps, BackwardLauncher launch,
                       bool state_on_tensor_cores, const ChunkedBackward* chunked) {
   const int64_t B = q_in.size(0), NH = q_in.size(1), S = q_in.size(2);
   const int64_t DQK = q_in.size(3), DV = v_in.size(3);
@@ -201,34 +203,53 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
       at::zeros({kNumWorkCounters}, at::TensorOptions().dtype(at::kInt).device(q.device()));
   p.work_counters = work_counters.data_ptr<int>();
 
-  // The normalizer b_t and dh_t . u_t (u the unrounded numerator) with the backward's own
-  // weights: quadratic part from the kernels, initial-state part here. Then
+  // The normalizer b_t and dh_t . u_t (u the unrounded numerator), then
   // den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b stays NaN) and
-  // db_t = -(dh_t . h_t) / den_t * sign(b_t) [floor inactive], dh_t . h_t = dh_t . u_t / den_t.
-  // Recomputing b (instead of the forward's norm_rows) keeps db consistent with the
-  // weights of this pass: where the normalizer's gradient cancels the numerator's
-  // (one dominant column, extreme gates), a 1e-3 mismatch would not cancel.
+  // db_t = -(dh_t . u_t) / den_t^2 * sign(b_t) [floor inactive]. The kernels' row pass
+  // recomputes b and u with this pass's own weights (quadratic part; the initial state's
+  // part is added here): where the normalizer's gradient cancels the numerator's (one
+  // dominant column, extreme gates), a 1e-3 mismatch would not cancel. The sm90 family
+  // without C0 (whose row pass also forms q_t . (dh_t C0^T)) takes b_t and dh_t . u_t from
+  // the forward's outputs instead, except for the sequences with large gate terms
+  // (normalizer_grad.h): the row pass runs for those only.
+  const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
+  const bool forward_rows = state_on_tensor_cores && chunked == nullptr && !init.c.defined() &&
+                            h.defined() && h.sizes() == dh.sizes() &&
+                            h.scalar_type() == dh.scalar_type() && norm_rows.defined() &&
+                            norm_rows.numel() == B * NH * S;
+  RowPassSequences row_pass;
+  if (forward_rows) {
+    row_pass = row_pass_sequences(ig, fcum, state_fp32(m0));
+    p.row_pass_seqs = row_pass.list.data_ptr<int>();
+    p.row_pass_count = row_pass.count.data_ptr<int>();
+  }
   at::Tensor dhu = at::empty({B, NH, S}, m.options());
   at::Tensor bsum = at::empty({B, NH, S}, m.options());
   p.dhu_ptr = dhu.data_ptr<float>();
   p.bsum_ptr = bsum.data_ptr<float>();
-  const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
   if (init.c_lowp.defined()) {  // the row pass also forms q_t . (dh_t C0^T)
     p.c_lowp = init.c_lowp.data_ptr();
     p.c_factor = ptr_or_null(init.c_factor);
     p.q_dh_c_ptr = init.q_dh_c.data_ptr<float>();
   }
   launch(p, BackwardPass::kRowDotProducts, stream);
+  p.row_pass_seqs = p.row_pass_count = nullptr;
   if (init.given()) {
     dhu = dhu + init.w * init.q_dh_c * scale;
     bsum = bsum + init.w * init.q_n * scale;
   }
-  const at::Tensor floor = (-m).exp();
-  const at::Tensor absb = bsum.abs();
-  const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
-  at::Tensor rden = den.reciprocal();
-  const at::Tensor active_sign = bsum.sign() * (absb > floor).to(at::kFloat);
-  at::Tensor db = -dhu * rden * rden * active_sign;
+  at::Tensor rden, db;
+  if (forward_rows) {
+    std::tie(rden, db) = normalizer_grad(dh, h, norm_rows.to(at::kFloat).contiguous(), m, eps,
+                                         row_pass, dhu, bsum);
+  } else {
+    const at::Tensor floor = (-m).exp();
+    const at::Tensor absb = bsum.abs();
+    const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
+    rden = den.reciprocal();
+    const at::Tensor active_sign = bsum.sign() * (absb > floor).to(at::kFloat);
+    db = -dhu * rden * rden * active_sign;
+  }
   if (chunked != nullptr && chunked->row_valid.defined()) {
     rden = at::where(chunked->row_valid, rden, 0.f);
     db = at::where(chunked->row_valid, db, 0.f);

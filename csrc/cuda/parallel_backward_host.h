@@ -40,13 +40,18 @@ struct ChunkedBackward {
 // `state_on_tensor_cores`: the launcher's kernels form the state terms of dq, dk, dv
 // themselves from 16-bit states (MlstmBackwardParams::c_lowp / dc_lowp, the sm90
 // family); else they add fp32 rows computed here.
+// h, norm_rows: the forward's output and normalizer rows b_t, or undefined. Where both
+// are defined, no C0 was given, state_on_tensor_cores and not `chunked`, the normalizer's
+// gradient comes from dh . h (normalizer_grad.h) instead of the kernels' row pass (which
+// recomputes every score tile once more), except for sequences with large gate terms.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 run_parallel_backward(const at::Tensor& dh, const std::optional<at::Tensor>& dc_last,
                       const std::optional<at::Tensor>& dn_last, const at::Tensor& q,
                       const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
                       const at::Tensor& f, const std::optional<at::Tensor>& c0,
                       const std::optional<at::Tensor>& n0, const std::optional<at::Tensor>& m0,
-                      const at::Tensor& m_rows, double eps, BackwardLauncher launch,
+                      const at::Tensor& m_rows, const at::Tensor& h,
+                      const at::Tensor& norm_rows, double eps, BackwardLauncher launch,
                       bool state_on_tensor_cores, const ChunkedBackward* chunked = nullptr);
 
 }  // namespace xlstm

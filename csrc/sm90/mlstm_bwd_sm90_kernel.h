@@ -51,10 +51,22 @@ struct BwdTile {
   int n_first, n_last;  // streamed tiles n_first .. n_last (rows n * kBlockN ...)
 };
 
-// Work items: (p.S / kBlockM rounded up) * B * NH * kNumOutSlices.
+// Work items: (p.S / kBlockM rounded up) * B * NH * kNumOutSlices. For the host's grid:
+// the row pass over a subset of the sequences (p.row_pass_seqs) has at most as many.
 template <class Traits>
 CUTLASS_HOST_DEVICE int64_t bwd_num_work(const MlstmBackwardParams& p) {
   return Traits::kNumOutSlices * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) * p.B * p.NH;
+}
+
+// The items this launch works through: bwd_num_work, or for the row pass over a subset
+// of the sequences, that many per listed sequence (the count in device memory).
+template <class Traits>
+CUTLASS_DEVICE int64_t bwd_num_work_listed(const MlstmBackwardParams& p) {
+  if (Traits::kKind == BwdKind::kDhu && p.row_pass_seqs != nullptr) {
+    return Traits::kNumOutSlices * ((p.S + Traits::kBlockM - 1) / Traits::kBlockM) *
+           static_cast<int64_t>(*p.row_pass_count);
+  }
+  return bwd_num_work<Traits>(p);
 }
 
 // 32-bit index math (the host checks that the item count fits): the producer runs it
@@ -71,7 +83,10 @@ CUTLASS_DEVICE BwdTile bwd_tile(const MlstmBackwardParams& p, int work) {
   t.out_slice = bid % Traits::kNumOutSlices;
   bid /= Traits::kNumOutSlices;
   t.m_block = Traits::kRowStationary ? num_tiles - 1 - bid % num_tiles : bid % num_tiles;
-  const int bh = bid / num_tiles;
+  int bh = bid / num_tiles;
+  if constexpr (Traits::kKind == BwdKind::kDhu) {
+    if (p.row_pass_seqs != nullptr) bh = p.row_pass_seqs[bh];
+  }
   t.bh = bh;
   t.b = bh / nh;
   t.h = bh % nh;
@@ -617,7 +632,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   // Item k of this CTA: its id goes to storage.work[k % 2] before barrier_x's phase k
   // completes (the TMA bytes of its stationary tiles, or a plain arrive carrying the
   // end-of-work id num_work).
-  const int num_work = static_cast<int>(bwd_num_work<Traits>(params.p));
+  const int num_work = static_cast<int>(bwd_num_work_listed<Traits>(params.p));
   if (warp_group_idx == 0) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
     if (threadIdx.x == 0) {
