@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/kernel_inputs.h"
+
 namespace xlstm {
 namespace {
 
@@ -121,12 +123,6 @@ void launch_normalizer_grad(const at::Tensor& dh, const at::Tensor& h,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Contiguous and 16-byte aligned (a copy only where it is not).
-at::Tensor dense_rows(const at::Tensor& x) {
-  at::Tensor c = x.contiguous();
-  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
-}
-
 bool is_rows_f32(const at::Tensor& t, int64_t n) {
   return t.defined() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.numel() == n;
 }
@@ -172,7 +168,8 @@ std::pair<at::Tensor, at::Tensor> normalizer_grad(const at::Tensor& dh_in, const
   TORCH_CHECK(h_in.size(-1) % (16 / h_in.element_size()) == 0,
               "xlstm: internal error: normalizer_grad: DV is not a whole number of 16 bytes");
   c10::cuda::CUDAGuard device_guard(h_in.device());
-  const at::Tensor dh = dense_rows(dh_in), h = dense_rows(h_in);
+  // The kernel walks contiguous rows in 16-byte vectors.
+  const at::Tensor dh = vector_aligned(dh_in.contiguous()), h = vector_aligned(h_in.contiguous());
   at::Tensor rden = at::empty_like(norm_rows), db = at::empty_like(norm_rows);
   if (rows == 0) return {rden, db};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
