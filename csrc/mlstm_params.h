@@ -135,6 +135,10 @@ struct MlstmBackwardParams {
   // (device memory, so that the host need not wait for the count; normalizer_grad.h).
   const int* row_pass_seqs = nullptr;
   const int* row_pass_count = nullptr;
+  // The same for the sm80 / sm75 families (one thread block per work item): a flag per
+  // sequence b * NH + h, (B * NH) int32, device memory; blocks of unflagged sequences
+  // return at once. Null: all.
+  const int* row_pass_flags = nullptr;
 
   // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s
   // (pass kGradients), dh_t . u_t of the quadratic part (pass kRowDotProducts).

@@ -208,20 +208,23 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   // db_t = -(dh_t . u_t) / den_t^2 * sign(b_t) [floor inactive]. The kernels' row pass
   // recomputes b and u with this pass's own weights (quadratic part; the initial state's
   // part is added here): where the normalizer's gradient cancels the numerator's (one
-  // dominant column, extreme gates), a 1e-3 mismatch would not cancel. The sm90 family
-  // without C0 (whose row pass also forms q_t . (dh_t C0^T)) takes b_t and dh_t . u_t from
-  // the forward's outputs instead, except for the sequences with large gate terms
-  // (normalizer_grad.h): the row pass runs for those only.
+  // dominant column, extreme gates), a 1e-3 mismatch would not cancel. Without C0 (the
+  // sm90 row pass also forms q_t . (dh_t C0^T); the other families keep the whole row
+  // pass there too, as validated) b_t and dh_t . u_t come from the forward's outputs
+  // instead, except for the sequences with large gate terms (normalizer_grad.h): the row
+  // pass runs for those only (sm90: over a device-side list; sm80 / sm75: the blocks of
+  // the other sequences return at once).
   const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
   // (mlstm_backward has checked h's and norm_rows' shapes.)
-  const bool forward_rows = state_on_tensor_cores && chunked == nullptr && !init.c.defined() &&
-                            h.defined() && h.scalar_type() == dh.scalar_type() &&
-                            norm_rows.defined();
+  const bool forward_rows = chunked == nullptr && !init.c.defined() &&
+                            S > kForwardRowsMinLength && h.defined() &&
+                            h.scalar_type() == dh.scalar_type() && norm_rows.defined();
   RowPassSequences row_pass;
   if (forward_rows) {
     row_pass = row_pass_sequences(ig, fcum, state_fp32(m0));
     p.row_pass_seqs = row_pass.list.data_ptr<int>();
     p.row_pass_count = row_pass.count.data_ptr<int>();
+    p.row_pass_flags = row_pass.flags.data_ptr<int>();
   }
   at::Tensor dhu = at::empty({B, NH, S}, m.options());
   at::Tensor bsum = at::empty({B, NH, S}, m.options());
@@ -233,7 +236,7 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
     p.q_dh_c_ptr = init.q_dh_c.data_ptr<float>();
   }
   launch(p, BackwardPass::kRowDotProducts, stream);
-  p.row_pass_seqs = p.row_pass_count = nullptr;
+  p.row_pass_seqs = p.row_pass_count = p.row_pass_flags = nullptr;
   if (init.given()) {
     dhu = dhu + init.w * init.q_dh_c * scale;
     bsum = bsum + init.w * init.q_n * scale;

@@ -41,7 +41,7 @@ struct ChunkedBackward {
 // themselves from 16-bit states (MlstmBackwardParams::c_lowp / dc_lowp, the sm90
 // family); else they add fp32 rows computed here.
 // h, norm_rows: the forward's output and normalizer rows b_t, or undefined. Where both
-// are defined, no C0 was given, state_on_tensor_cores and not `chunked`, the normalizer's
+// are defined, no C0 was given and not `chunked`, the normalizer's
 // gradient comes from dh . h (normalizer_grad.h) instead of the kernels' row pass (which
 // recomputes every score tile once more), except for sequences with large gate terms.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

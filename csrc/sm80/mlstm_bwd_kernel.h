@@ -66,6 +66,12 @@ __device__ __forceinline__ void mlstm_bwd_body(const MlstmBackwardParams& params
   bid /= num_out;
   const int64_t m_block = kRowSt ? num_tiles - 1 - bid % num_tiles : bid % num_tiles;
   const int64_t bh = bid / num_tiles;
+  // Pass kRowDotProducts over the flagged sequences only (the others take the
+  // normalizer's terms from the forward's output, csrc/cuda/normalizer_grad.h). The
+  // whole block leaves before its first barrier.
+  if constexpr (kKind == BwdKind::kDhu) {
+    if (params.row_pass_flags != nullptr && params.row_pass_flags[bh] == 0) return;
+  }
   const int64_t b = bh / params.NH, h = bh % params.NH;
   const int tidx = threadIdx.x;
   const int64_t st0 = m_block * kBlockM;  // first stationary row
