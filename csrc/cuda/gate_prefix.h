@@ -20,4 +20,13 @@ struct GatePrefix {
 GatePrefix gate_prefix(const at::Tensor& f, const at::Tensor& ig, const at::Tensor& m0,
                        bool want_m);
 
+// The backward of F: dF_t = sigmoid(-f_t) * sum_{s >= t} d_s with
+// d_s = rowsum_s - colsum_s (+ row_add_s) (+ last_add at s = S - 1), in fp64, in one pass
+// (instead of cast, flip, cumsum, flip, sigmoid, multiply). f: (B, NH, S) floating point,
+// CUDA; rowsum, colsum, row_add: (B, NH, S) fp32, row_add possibly undefined; last_add:
+// (B, NH) fp32 or undefined. Returns dF contiguous in f's dtype.
+at::Tensor forget_gate_grad(const at::Tensor& f, const at::Tensor& rowsum,
+                            const at::Tensor& colsum, const at::Tensor& row_add,
+                            const at::Tensor& last_add);
+
 }  // namespace xlstm

@@ -150,6 +150,10 @@ void finish_final_terms(FinalTerms& t, const at::Tensor& dcS, const at::Tensor& 
   t.last_row_add = last;
 }
 
+at::Tensor contiguous_if_defined(const at::Tensor& t) {
+  return t.defined() ? t.contiguous() : t;
+}
+
 at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
   if (!a.defined()) return b;
   if (!b.defined()) return a;
@@ -298,14 +302,9 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
 
   // dF_t = (row sums of dlogw, state column included) - (column sums, final row included).
   if (fin.di_add.defined()) di = di + fin.di_add;
-  at::Tensor d_cum = rowsum.to(at::kDouble) - di.to(at::kDouble);
-  if (init_terms.row_add.defined()) d_cum = d_cum + init_terms.row_add.to(at::kDouble);
-  if (fin.last_row_add.defined()) {
-    d_cum.select(-1, S - 1).add_(fin.last_row_add.to(at::kDouble));
-  }
-  const at::Tensor d_log_f = d_cum.flip(-1).cumsum(-1).flip(-1);
-  const at::Tensor df =
-      (d_log_f * at::sigmoid(-f.to(at::kDouble))).to(f.scalar_type()).contiguous();
+  const at::Tensor df = forget_gate_grad(f, rowsum, di.contiguous(),
+                                         contiguous_if_defined(init_terms.row_add),
+                                         contiguous_if_defined(fin.last_row_add));
 
   const auto opts = m.options();
   at::Tensor dc0 = not_requested_output(opts), dn0 = not_requested_output(opts);
