@@ -212,12 +212,12 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
   // db_t = -(dh_t . u_t) / den_t^2 * sign(b_t) [floor inactive]. The kernels' row pass
   // recomputes b and u with this pass's own weights (quadratic part; the initial state's
   // part is added here): where the normalizer's gradient cancels the numerator's (one
-  // dominant column, extreme gates), a 1e-3 mismatch would not cancel. Without C0 (the
-  // sm90 row pass also forms q_t . (dh_t C0^T); the other families keep the whole row
-  // pass there too, as validated) b_t and dh_t . u_t come from the forward's outputs
+  // dominant column, extreme gates), a 1e-3 mismatch would not cancel. Without C0 and
+  // for S > kForwardRowsMinLength, b_t and dh_t . u_t come from the forward's outputs
   // instead, except for the sequences with large gate terms (normalizer_grad.h): the row
   // pass runs for those only (sm90: over a device-side list; sm80 / sm75: the blocks of
-  // the other sequences return at once).
+  // the other sequences return at once). With C0 it runs for all: the sm90 row pass also
+  // forms q_t . (dh_t C0^T), and the other families' state terms were validated with it.
   const InitialState init = make_initial_state(dh, q, c0, n0, m0, fcum, m, state_on_tensor_cores);
   // (mlstm_backward has checked h's and norm_rows' shapes.)
   const bool forward_rows = chunked == nullptr && !init.c.defined() &&
