@@ -77,6 +77,11 @@ def _check_against_reference(x, gh, gc, gn, **kw):
         assert_close_to_reference(got[name], want64[name], want_lowp[name], f"d{name}")
 
 
+def _skip_sm75_bf16(backend, dtype):
+    if backend == "sm75" and dtype == torch.bfloat16:
+        pytest.skip("the sm75 family has no bfloat16 kernel (Turing: no bf16 MMA)")
+
+
 def _require_kernel(x, backend):
     name = xlstm_cuda.selected_backward_kernel(x["q"], x["v"], "parallel", backend)
     assert name.endswith("_backward"), f"expected a backward kernel, got {name}"
@@ -88,8 +93,7 @@ def _require_kernel(x, backend):
 @pytest.mark.parametrize("S", [1, 17, 127, 1000])
 @pytest.mark.parametrize("with_state", [False, True], ids=["no_state", "state"])
 def test_backward_kernel_parity(backend, dtype, DQK, DV, S, with_state):
-    if backend == "sm75" and dtype == torch.bfloat16:
-        pytest.skip("the sm75 family has no bfloat16 kernel (Turing: no bf16 MMA)")
+    _skip_sm75_bf16(backend, dtype)
     seed = seed_for("gpu_bwd_kernel", backend, str(dtype), DQK, DV, S, with_state)
     x = _inputs(S, DQK, DV, dtype, with_state, seed)
     _require_kernel(x, backend)
@@ -127,8 +131,7 @@ def test_backward_kernel_gate_regimes(backend, dtype, gates, with_state, request
     its floor is active (floor). Without C0 the backward takes that gradient from
     dh . h (the forward's output) for sequences with moderate gate terms (floor) and
     from its row pass for the others (extreme)."""
-    if backend == "sm75" and dtype == torch.bfloat16:
-        pytest.skip("the sm75 family has no bfloat16 kernel (Turing: no bf16 MMA)")
+    _skip_sm75_bf16(backend, dtype)
     seed = seed_for("gpu_bwd_gates", str(dtype), gates, *([] if with_state else ["no_state"]))
     x = _inputs(300, 64, 128, dtype, with_state, seed, gates=gates)
     _require_kernel(x, backend)
@@ -147,8 +150,7 @@ def test_row_pass_for_some_sequences(backend, dtype, DQK, DV):
     """One call where some sequences take the normalizer's gradient from the forward's
     output and the others (extreme gates) from the row pass over just those sequences
     (csrc/cuda/normalizer_grad.h); with final-state gradients."""
-    if backend == "sm75" and dtype == torch.bfloat16:
-        pytest.skip("the sm75 family has no bfloat16 kernel (Turing: no bf16 MMA)")
+    _skip_sm75_bf16(backend, dtype)
     if backend == "sm75" and DQK + DV > 320:
         pytest.skip("the sm75 family's backward tiles fit 64 KB of shared memory up to "
                     "DQK + DV = 320")

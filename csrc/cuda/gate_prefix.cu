@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/kernel_inputs.h"
+
 namespace xlstm {
 namespace {
 
@@ -96,10 +98,6 @@ __global__ void forget_gate_grad_kernel(const TF* __restrict__ f, const float* _
     const double sig = 1. / (1. + exp(static_cast<double>(f[base + s])));
     df[base + s] = static_cast<TF>(suffix * sig);
   }
-}
-
-bool is_rows_f32(const at::Tensor& t, int64_t n) {
-  return t.is_cuda() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.numel() == n;
 }
 
 }  // namespace

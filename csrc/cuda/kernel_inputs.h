@@ -30,6 +30,12 @@ inline bool is_bf16_row_operand(const at::Tensor& x) {
          x.size(3) % 64 == 0 && is_vector_aligned(x);
 }
 
+// An internal per-row (or per-sequence) operand: n contiguous fp32 values on the GPU.
+inline bool is_rows_f32(const at::Tensor& t, int64_t n) {
+  return t.defined() && t.is_cuda() && t.is_contiguous() && t.scalar_type() == at::kFloat &&
+         t.numel() == n;
+}
+
 // An optional state tensor as contiguous fp32, or an undefined tensor.
 inline at::Tensor state_fp32(const std::optional<at::Tensor>& s) {
   if (!s.has_value()) return at::Tensor();

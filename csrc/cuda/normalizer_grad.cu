@@ -123,10 +123,6 @@ void launch_normalizer_grad(const at::Tensor& dh, const at::Tensor& h,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-bool is_rows_f32(const at::Tensor& t, int64_t n) {
-  return t.defined() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.numel() == n;
-}
-
 }  // namespace
 
 RowPassSequences row_pass_sequences(const at::Tensor& ig, const at::Tensor& fcum,
