@@ -127,8 +127,8 @@ struct MlstmBackwardParams {
   const double* fcum_ptr = nullptr;
   const float* igate_ptr = nullptr;
   const float* m_ptr = nullptr;
-  const float* rden_ptr = nullptr;
-  const float* db_ptr = nullptr;
+  float* rden_ptr = nullptr;  // written by the kernels only with fwd_h_ptr (below)
+  float* db_ptr = nullptr;
 
   // Pass kRowDotProducts over some sequences only (sm90 family; null: all): the first
   // *row_pass_count entries of row_pass_seqs are the sequences b * NH + h to recompute
@@ -137,8 +137,20 @@ struct MlstmBackwardParams {
   const int* row_pass_count = nullptr;
   // The same for the sm80 / sm75 families (one thread block per work item): a flag per
   // sequence b * NH + h, (B * NH) int32, device memory; blocks of unflagged sequences
-  // return at once. Null: all.
+  // return at once. Null: all. Also read by the sm90 pass kGradients with fwd_h_ptr
+  // (below): which sequences' rows take the row pass's values.
   const int* row_pass_flags = nullptr;
+
+  // Pass kGradients may form rden and db itself (the sm90 family): with fwd_h_ptr set, its
+  // dq kernel (which runs first) forms them for its stationary rows from the forward's
+  // output h (B, NH, S, DV) (input dtype, unit last stride), as normalizer_grad does
+  // (csrc/cuda/normalizer_grad.h): from norm_rows (the forward's b_t, fp32 (B, NH, S))
+  // and dh . h, or for the sequences in row_pass_flags from bsum_ptr and dhu_ptr (pass
+  // kRowDotProducts). It writes them to rden_ptr / db_ptr, which the later kernels read.
+  const void* fwd_h_ptr = nullptr;
+  int64_t fwd_h_batch_stride = 0, fwd_h_head_stride = 0, fwd_h_row_stride = 0;
+  const float* norm_rows_ptr = nullptr;
+  float eps = 0.f;
 
   // Outputs, contiguous fp32 (B, NH, S): column sums (dI) and row sums of dS * s
   // (pass kGradients), dh_t . u_t of the quadratic part (pass kRowDotProducts).

@@ -289,9 +289,16 @@ def test_gpu_training_follows_aten_path_and_learns():
 
     losses, aten_losses = train(model), train(aten_model)
     # Two correct bf16 backwards round differently, and Adam's normalized steps amplify
-    # the differences over the steps (a chaotic trajectory): tight for the first steps,
-    # looser later.
-    for step, (a, b) in enumerate(zip(losses, aten_losses)):
-        tol = 3e-2 if step < 10 else 1e-1
-        assert abs(a - b) <= tol * abs(b), f"step {step}: kernel path {a} vs ATen path {b}"
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+    # the differences over the steps (a chaotic trajectory). Measured on an H100: two
+    # kernel backwards that differ only in the fp32 summation order of one dot product per
+    # row agree to 4 digits for 6 steps and then drift apart, by 4 % at step 24; kernel
+    # and ATen paths agree within 1.5 % for 10 steps, then differ by up to 12 % per step
+    # and 2.8 / 8.1 / 5.1 % in the means of steps 10-19 / 20-29 / 30-39. So: step by step
+    # while the trajectories are still one, then the means of 10-step windows.
+    for step, (a, b) in enumerate(zip(losses[:10], aten_losses[:10])):
+        assert abs(a - b) <= 3e-2 * abs(b), f"step {step}: kernel path {a} vs ATen path {b}"
+    for w in range(10, len(losses), 10):
+        a, b = sum(losses[w:w + 10]) / 10, sum(aten_losses[w:w + 10]) / 10
+        assert abs(a - b) <= 0.15 * b, f"steps {w}-{w + 9}: kernel path {a} vs ATen path {b}"
+    for path in (losses, aten_losses):
+        assert sum(path[-5:]) / 5 < 0.8 * sum(path[:5]) / 5, path

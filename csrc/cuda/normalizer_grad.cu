@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "cuda/kernel_inputs.h"
+#include "cuda/normalizer_terms.h"
 
 namespace xlstm {
 namespace {
@@ -82,17 +83,10 @@ __global__ void normalizer_grad_kernel(const T* __restrict__ dh, const T* __rest
 #pragma unroll
   for (int off = kLanes / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
   if (!valid || lane != 0) return;
-  const float b = row_pass ? bsum[r] : norm_rows[r];
-  const float absb = fabsf(b);
-  const float floor_t = expf(-m[r]);
-  // As the forward's denominator: a NaN b stays NaN (fmaxf alone would drop it).
-  const float den = (absb != absb ? absb : fmaxf(absb, floor_t)) + eps;
-  const float rd = 1.f / den;
-  const float active_sign = absb > floor_t ? (b > 0.f ? 1.f : -1.f) : 0.f;
-  // dh . u over den^2: from the row pass directly, from the forward as (dh . h) / den.
-  const float dhu_over_den2 = row_pass ? dhu[r] * rd * rd : dot * rd;
-  rden[r] = rd;
-  db[r] = absb != absb ? absb : -dhu_over_den2 * active_sign;
+  const NormalizerTerms nt = row_pass ? normalizer_terms(bsum[r], m[r], eps, dhu[r], true)
+                                      : normalizer_terms(norm_rows[r], m[r], eps, dot, false);
+  rden[r] = nt.rden;
+  db[r] = nt.db;
 }
 
 template <typename T>

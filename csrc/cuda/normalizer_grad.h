@@ -1,13 +1,12 @@
 // The normalizer's terms of the backward: the row scale rden_t = 1 / den_t and the
-// normalizer's gradient db_t, for every kernel family either read off the forward's outputs
-// (FlashAttention's D = rowsum(dO * O), with the mLSTM normalizer around it) or, for
-// the sequences where that is not accurate enough, from the kernels' row pass.
-//
-// With den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b_t stays NaN) and h_t = u_t / den_t:
-//   rden_t = 1 / den_t,   db_t = -(dh_t . u_t) rden_t^2 sign(b_t) [|b_t| > exp(-m_t)].
-// From the forward: b_t is its norm_rows and dh_t . u_t = den_t (dh_t . h_t), so
-// db_t = -(dh_t . h_t) rden_t sign(b_t) [...]: one read of dh and h instead of the row
-// pass, which recomputes S and dP for every tile (2 of the 9 GEMMs per tile pair).
+// normalizer's gradient db_t (the formula: normalizer_terms.h), for every kernel family
+// either read off the forward's outputs (FlashAttention's D = rowsum(dO * O), with the
+// mLSTM normalizer around it) or, for the sequences where that is not accurate enough,
+// from the kernels' row pass. From the forward: b_t is its norm_rows and the dot is
+// dh_t . h_t: one read of dh and h instead of the row pass, which recomputes S and dP for
+// every tile (2 of the 9 GEMMs per tile pair). normalizer_grad below is that read as a
+// kernel of its own; the sm90 dq kernel does it on the tiles it loads anyway, where they
+// fit (MlstmBackwardParams::fwd_h_ptr).
 //
 // Why not always: where one column dominates a row, the normalizer's gradient cancels
 // the numerator's, and what is left is the mismatch between the forward's b, u and the

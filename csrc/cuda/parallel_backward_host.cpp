@@ -11,6 +11,7 @@
 #include "cuda/kernel_inputs.h"
 #include "cuda/normalizer_grad.h"
 #include "cuda/state_gemm.h"
+#include "sm90/mlstm_bwd_sm90_api.h"  // mlstm_bwd_sm90_forms_normalizer_terms
 
 namespace xlstm {
 namespace {
@@ -246,7 +247,27 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
     bsum = bsum + init.w * init.q_n * scale;
   }
   at::Tensor rden, db;
-  if (forward_rows) {
+  // The sm90 family (state_on_tensor_cores) forms the forward-row terms in its dq kernel,
+  // from the h tiles it loads next to dh (MlstmBackwardParams::fwd_h_ptr), where they fit
+  // its shared memory: one pass over dh and h less. h's TMA descriptor needs 16-byte
+  // aligned rows.
+  const bool norm_terms_in_kernel =
+      forward_rows && state_on_tensor_cores &&
+      mlstm_bwd_sm90_forms_normalizer_terms(static_cast<int>(DQK), static_cast<int>(DV));
+  at::Tensor h_for_kernel, norm_rows_f32;
+  if (norm_terms_in_kernel) {
+    h_for_kernel = vector_aligned(h);
+    norm_rows_f32 = norm_rows.to(at::kFloat).contiguous();
+    rden = at::empty_like(m);
+    db = at::empty_like(m);
+    p.fwd_h_ptr = h_for_kernel.data_ptr();
+    p.fwd_h_batch_stride = h_for_kernel.stride(0);
+    p.fwd_h_head_stride = h_for_kernel.stride(1);
+    p.fwd_h_row_stride = h_for_kernel.stride(2);
+    p.norm_rows_ptr = norm_rows_f32.data_ptr<float>();
+    p.row_pass_flags = row_pass.flags.data_ptr<int>();
+    p.eps = static_cast<float>(eps);
+  } else if (forward_rows) {
     std::tie(rden, db) = normalizer_grad(dh, h, norm_rows.to(at::kFloat).contiguous(), m, eps,
                                          row_pass, dhu, bsum);
   } else {

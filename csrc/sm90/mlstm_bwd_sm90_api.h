@@ -14,6 +14,15 @@ constexpr bool mlstm_bwd_sm90_supports(int DQK, int DV) {
   return ok(DQK) && ok(DV) && !(DQK == 256 && DV == 256);
 }
 
+// Whether the dq kernel forms the normalizer terms rden, db itself from the forward's h
+// (MlstmBackwardParams::fwd_h_ptr): its 128 x DV tile of h must fit next to the other
+// tiles, (128 + 2 x 64) x (DQK + DV) 16-bit elements, with 4 KB for the rest: all but
+// DQK 128 / DV 256 (and 256 / 256, which this family does not run).
+constexpr bool mlstm_bwd_sm90_forms_normalizer_terms(int DQK, int DV) {
+  return mlstm_bwd_sm90_supports(DQK, DV) &&
+         (128 + 2 * 64) * (DQK + DV) * 2 + 128 * DV * 2 + 4096 <= 227 * 1024;
+}
+
 void run_mlstm_bwd_sm90(const MlstmBackwardParams& params, BackwardPass pass,
                         cudaStream_t stream);
 

@@ -29,6 +29,7 @@
 #include <cutlass/cutlass.h>
 #include <cutlass/pipeline/pipeline.hpp>
 
+#include "../cuda/normalizer_terms.h"
 #include "../mlstm_log_weights.h"
 #include "mlstm_bwd_sm90_kernel_traits.h"
 #include "sm90_utils.h"
@@ -158,10 +159,21 @@ CUTLASS_DEVICE void bwd_load(typename Traits::Params const& params,
   auto [tYgYv, tYsYv] = tma_partition(params.tma_yv, _0{}, Layout<_1>{}, group_modes<0, 2>(sYv),
                                       group_modes<0, 2>(gYv));
 
-  storage.barrier_x.arrive_and_expect_tx(Traits::kTmaBytesX);
+  const bool load_h = Traits::kFormsNormTerms && p.fwd_h_ptr != nullptr;
+  storage.barrier_x.arrive_and_expect_tx(Traits::kTmaBytesX + (load_h ? Traits::kTmaBytesH : 0));
   uint64_t& bar_x = reinterpret_cast<uint64_t&>(storage.barrier_x);
   copy(params.tma_xqk.with(bar_x, 0), tXgXqk, tXsXqk);
   copy(params.tma_xv.with(bar_x, 0), tXgXv, tXsXv);
+  if constexpr (Traits::kFormsNormTerms) {
+    if (load_h) {  // the forward's h next to dh (rows past S arrive as zeros)
+      Tensor gH = local_tile(params.tma_h.get_tma_tensor(shape_v)(_, _, h, b),
+                             Shape<Int<kBlockM>, Int<kDV>>{}, make_coord(tile.m_block, _0{}));
+      Tensor sH = make_tensor(make_smem_ptr(storage.smem_h.data()), typename Traits::SmemLayoutXv{});
+      auto [tHgH, tHsH] = tma_partition(params.tma_h, _0{}, Layout<_1>{}, group_modes<0, 2>(sH),
+                                        group_modes<0, 2>(gH));
+      copy(params.tma_h.with(bar_x, 0), tHgH, tHsH);
+    }
+  }
   if constexpr (Traits::kStatePieces > 0) {
     if (bwd_state(p, Traits::kKind).lowp != nullptr) {
       // The state's pieces first, in the Y_v slots. The Y_qk slot gets the first
@@ -212,12 +224,16 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   constexpr int kDQK = Traits::kDQK, kDV = Traits::kDV;
   constexpr int kChunkQK = Traits::kChunkQK, kChunkV = Traits::kChunkV;
   // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
-  // computes what they are made of) must not read them; they are null then.
-  constexpr bool kHasRowGrads = kKind != BwdKind::kDhu;
+  // computes what they are made of) must not read them; they are null then. kDQ forms
+  // them itself where fwd_h_ptr is set (and writes them for the other kinds).
+  const bool forms_norm_terms = Traits::kFormsNormTerms && params.p.fwd_h_ptr != nullptr;
+  const bool reads_row_grads = kKind != BwdKind::kDhu && !forms_norm_terms;
   // log2(1 / sqrt(DQK)) = log2(p.scale), exact for the three head dims.
   constexpr float kLog2Scale = kDQK == 64 ? -3.f : (kDQK == 128 ? -3.5f : -4.f);
   const MlstmBackwardParams& p = params.p;
   const int64_t S = p.S, bh = tile.bh, st0 = tile.st0;
+  // With forms_norm_terms: whether this sequence takes the row pass's values.
+  const bool row_pass_seq = forms_norm_terms && p.row_pass_flags[bh] != 0;
   const int wg = thread_idx / 128, tid_wg = thread_idx % 128;
 
   typename Traits::TiledMmaS mma_s;
@@ -289,11 +305,60 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
     x_idx[r] = st0 + get<0>(tScS_rc(r, 0));
     const bool in = x_idx[r] < S;
     x_exp[r] = in ? (kRowSt ? row_term(x_idx[r]) : col_term(x_idx[r])) + kLog2Scale : -INFINITY;
-    x_rden[r] = in && kRowSt && kHasRowGrads ? rden[x_idx[r]] : 0.f;
-    x_db[r] = in && kRowSt && kHasRowGrads ? dbp[x_idx[r]] : 0.f;
+    x_rden[r] = in && kRowSt && reads_row_grads ? rden[x_idx[r]] : 0.f;
+    x_db[r] = in && kRowSt && reads_row_grads ? dbp[x_idx[r]] : 0.f;
+    if (forms_norm_terms && in) {  // the forward's b and m, for form_norm_terms (below)
+      x_rden[r] = p.norm_rows_ptr[bh * S + x_idx[r]];
+      x_db[r] = p.m_ptr[bh * S + x_idx[r]];
+    }
     row_stat[r] = 0.f;
     row_b[r] = 0.f;
   }
+  // rden and db of this thread's two rows (normalizer_terms.h), formed while the first
+  // streamed tile's GEMMs run. The quad that holds a row sums dh . h over a quarter of
+  // its columns each.
+  auto form_norm_terms = [&]() {
+    if constexpr (Traits::kFormsNormTerms) {
+      Tensor sH = make_tensor(make_smem_ptr(storage.smem_h.data()), typename Traits::SmemLayoutXv{});
+      constexpr int kQuarter = kDV / 4, kVec = 16 / sizeof(Element);
+      static_assert(kQuarter % kVec == 0);
+      const int col0 = (thread_idx % 4) * kQuarter;
+      float dot[kRows] = {0.f, 0.f};
+      CUTLASS_PRAGMA_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const int row = get<0>(tScS_rc(r, 0));
+        CUTLASS_PRAGMA_UNROLL
+        for (int c = col0; c < col0 + kQuarter; c += kVec) {
+          const uint4 dv = *reinterpret_cast<const uint4*>(&sXv(row, c));
+          const uint4 hv = *reinterpret_cast<const uint4*>(&sH(row, c));
+          const Element* dx = reinterpret_cast<const Element*>(&dv);
+          const Element* hx = reinterpret_cast<const Element*>(&hv);
+          CUTLASS_PRAGMA_UNROLL
+          for (int e = 0; e < kVec; ++e) {
+            dot[r] = fmaf(static_cast<float>(dx[e]), static_cast<float>(hx[e]), dot[r]);
+          }
+        }
+      }
+      // x_rden, x_db hold the forward's b and m so far (loaded at the item's start). The
+      // row pass's sequences (normalizer_grad.h) take its b and dh . u instead.
+      CUTLASS_PRAGMA_UNROLL
+      for (int r = 0; r < kRows; ++r) {
+        const float d = quad_sum(dot[r]);
+        if (x_idx[r] < S) {
+          const int64_t t = bh * S + x_idx[r];
+          const NormalizerTerms nt =
+              row_pass_seq ? normalizer_terms(p.bsum_ptr[t], x_db[r], p.eps, p.dhu_ptr[t], true)
+                           : normalizer_terms(x_rden[r], x_db[r], p.eps, d, false);
+          x_rden[r] = nt.rden;
+          x_db[r] = nt.db;
+          if (chunk == 0 && thread_idx % 4 == 0) {
+            p.rden_ptr[t] = nt.rden;
+            p.db_ptr[t] = nt.db;
+          }
+        }
+      }
+    }
+  };
 
   // State terms (docs/semantics.md): the outputs start at row_scale * (X state), from
   // the state's pieces (hi part, then lo part) that precede the streamed tiles in the
@@ -475,6 +540,7 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
       wgmma_issue</*kZeroInit=*/true>(mma_p, tPrX, tPrY(_, _, _, stage), tSrP);
     }
     if constexpr (Traits::kPingPong) named_barrier_arrive(kBarrierSchedWG0 + 1 - wg, 256);
+    if (forms_norm_terms && n == tile.n_first) form_norm_terms();
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
     warpgroup_fence_operand(tSrP);

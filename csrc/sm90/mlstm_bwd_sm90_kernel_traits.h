@@ -5,7 +5,8 @@
 //
 //   kDhu  row-stationary:    q_t, dh_t of 128 rows stay; k_j, v_j stream. Row sums of
 //                            w * s * (dh . v) (= dh_t . u_t) and w * s (= b_t). Runs first.
-//   kDQ   row-stationary:    dq chunk += dS K, row sums of dS * s.
+//   kDQ   row-stationary:    dq chunk += dS K, row sums of dS * s. Runs before the
+//                            column kinds: it may form their rden and db (fwd_h_ptr).
 //   kDKV  column-stationary: k_j, v_j of 128 columns stay; q_t, dh_t stream.
 //                            dk chunk += dS^T Q, dv chunk += (w s rden)^T dH, column
 //                            sums of dS * s (dI). Chunks [0, min(nQK, nV)).
@@ -25,6 +26,8 @@
 #include <cutlass/arch/barrier.h>
 #include <cutlass/numeric_types.h>
 #include <cutlass/pipeline/pipeline.hpp>
+
+#include <type_traits>
 
 #include "../mlstm_params.h"
 #include "mlstm_bwd_sm90_api.h"
@@ -150,6 +153,15 @@ struct BwdTraits {
       make_ordered_layout(Shape<Int<kChunk>, Int<kBlockN>>{}, Step<_2, _1>{})));
 
   static constexpr uint32_t kTmaBytesX = kBlockM * (kDQK + kDV) * sizeof(Element);
+
+  // kDQ can form rden and db itself (MlstmBackwardParams::fwd_h_ptr): the forward's h of
+  // its stationary rows arrives next to dh, in a buffer of its own, where that fits the
+  // shared memory (all supported head dims but DQK 128 / DV 256; the host asks
+  // mlstm_bwd_sm90_forms_normalizer_terms).
+  static constexpr uint32_t kTmaBytesH = kBlockM * kDV * sizeof(Element);
+  static constexpr int kSmemTiles = (kBlockM + kStages * kBlockN) * (kDQK + kDV) * sizeof(Element);
+  static constexpr bool kFormsNormTerms =
+      kKind == BwdKind::kDQ && kSmemTiles + kTmaBytesH + 4096 <= 227 * 1024;
   static constexpr uint32_t kTmaBytesY = kBlockN * (kDQK + kDV) * sizeof(Element);
 
   using MainloopPipeline = cutlass::PipelineTmaAsync<kStages>;
@@ -159,7 +171,11 @@ struct BwdTraits {
   // only for kDKV, whose streamed rows are the t of the gradient formulas).
   static constexpr int kNumScalars = kRowStationary ? 1 : 3;
 
-  struct SharedStorage {
+  struct NoHBuffer {};
+  struct HBuffer {
+    array_aligned<Element, cosize_v<SmemLayoutXv>, 1024> smem_h;
+  };
+  struct SharedStorage : std::conditional_t<kFormsNormTerms, HBuffer, NoHBuffer> {
     array_aligned<Element, cosize_v<SmemLayoutXqk>, 1024> smem_xqk;
     array_aligned<Element, cosize_v<SmemLayoutXv>, 1024> smem_xv;
     array_aligned<Element, cosize_v<SmemLayoutYqk>, 1024> smem_yqk;
@@ -221,6 +237,7 @@ struct BwdTraits {
     TmaYqk tma_yqk;
     TmaYv tma_yv;
     TmaState tma_state;  // bwd_state(p, kKind): C for kDhu and kDQ, dC for the others
+    TmaXv tma_h;         // the forward's h (p.fwd_h_ptr; else X_v's tensor, unused)
   };
 };
 

@@ -27,6 +27,14 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
                   (p.c_lowp == nullptr || p.q_dh_c_ptr != nullptr),
               "mlstm sm90 backward: internal error: state terms come as c_lowp / dc_lowp, "
               "with an output for q . dh C^T");
+  TORCH_CHECK(p.fwd_h_ptr == nullptr ||
+                  (p.norm_rows_ptr != nullptr && p.row_pass_flags != nullptr &&
+                   p.dhu_ptr != nullptr && p.bsum_ptr != nullptr && p.rden_ptr != nullptr &&
+                   p.db_ptr != nullptr),
+              "mlstm sm90 backward: internal error: the normalizer terms from the forward's h "
+              "need its rows, the row pass's flags and outputs, and rden / db buffers");
+  static_assert(Traits::kFormsNormTerms ==
+                (kKind == BwdKind::kDQ && mlstm_bwd_sm90_forms_normalizer_terms(kDQK, kDV)));
   const BwdInput q{p.q_ptr, p.q_row_stride, p.q_head_stride, p.q_batch_stride};
   const BwdInput k{p.k_ptr, p.k_row_stride, p.k_head_stride, p.k_batch_stride};
   const BwdInput v{p.v_ptr, p.v_row_stride, p.v_head_stride, p.v_batch_stride};
@@ -42,7 +50,11 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
       Traits::tma_xv(xv.ptr, p, xv.row_stride, xv.head_stride, xv.batch_stride),
       Traits::tma_yqk(yqk.ptr, p, yqk.row_stride, yqk.head_stride, yqk.batch_stride),
       Traits::tma_yv(yv.ptr, p, yv.row_stride, yv.head_stride, yv.batch_stride),
-      Traits::tma_state(bwd_state(p, kKind).lowp, p)};
+      Traits::tma_state(bwd_state(p, kKind).lowp, p),
+      p.fwd_h_ptr != nullptr
+          ? Traits::tma_xv(p.fwd_h_ptr, p, p.fwd_h_row_stride, p.fwd_h_head_stride,
+                           p.fwd_h_batch_stride)
+          : Traits::tma_xv(xv.ptr, p, xv.row_stride, xv.head_stride, xv.batch_stride)};
   constexpr size_t kSmem = sizeof(typename Traits::SharedStorage);
   static_assert(kSmem <= 227 * 1024, "shared memory of the sm90 backward tile exceeds 227 KB");
   auto kernel = mlstm_bwd_sm90_kernel<Traits>;
@@ -69,11 +81,12 @@ void run_mlstm_bwd_sm90_dims(const MlstmBackwardParams& p, BackwardPass pass,
     launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDhu>(p, stream);
     return;
   }
+  // kDQ first: with p.fwd_h_ptr it writes the rden and db that the others read.
+  launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDQ>(p, stream);
   launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDKV>(p, stream);
   // The chunks of the wider head dim that have no partner chunk in the other.
   if constexpr (kDQK > kDV && kDQK > 128) launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDK>(p, stream);
   if constexpr (kDV > kDQK && kDV > 128) launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDV>(p, stream);
-  launch_mlstm_bwd_sm90_kind<Element, kDQK, kDV, BwdKind::kDQ>(p, stream);
 }
 
 template <bool kIsBf16, int kDQK>
