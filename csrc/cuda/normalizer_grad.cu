@@ -89,6 +89,19 @@ __global__ void normalizer_grad_kernel(const T* __restrict__ dh, const T* __rest
   db[r] = nt.db;
 }
 
+// One thread per row, all rows from the row pass.
+__global__ void normalizer_grad_from_row_pass_kernel(const float* __restrict__ dhu,
+                                                     const float* __restrict__ bsum,
+                                                     const float* __restrict__ m, int64_t rows,
+                                                     float eps, float* __restrict__ rden,
+                                                     float* __restrict__ db) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (r >= rows) return;
+  const NormalizerTerms nt = normalizer_terms(bsum[r], m[r], eps, dhu[r], true);
+  rden[r] = nt.rden;
+  db[r] = nt.db;
+}
+
 template <typename T>
 void launch_normalizer_grad(const at::Tensor& dh, const at::Tensor& h,
                             const at::Tensor& norm_rows, const at::Tensor& m, float eps,
@@ -167,6 +180,24 @@ std::pair<at::Tensor, at::Tensor> normalizer_grad(const at::Tensor& dh_in, const
     launch_normalizer_grad<scalar_t>(dh, h, norm_rows, m, static_cast<float>(eps), row_pass, dhu,
                                      bsum, rden, db, stream);
   });
+  return {rden, db};
+}
+
+std::pair<at::Tensor, at::Tensor> normalizer_grad_from_row_pass(const at::Tensor& dhu,
+                                                                const at::Tensor& bsum,
+                                                                const at::Tensor& m, double eps) {
+  const int64_t rows = m.numel();
+  TORCH_CHECK(is_rows_f32(dhu, rows) && is_rows_f32(bsum, rows) && is_rows_f32(m, rows),
+              "xlstm: internal error: normalizer_grad_from_row_pass: row statistics");
+  c10::cuda::CUDAGuard device_guard(m.device());
+  at::Tensor rden = at::empty_like(m), db = at::empty_like(m);
+  if (rows == 0) return {rden, db};
+  const int64_t blocks = (rows + kThreads - 1) / kThreads;
+  normalizer_grad_from_row_pass_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
+                                         c10::cuda::getCurrentCUDAStream().stream()>>>(
+      dhu.data_ptr<float>(), bsum.data_ptr<float>(), m.data_ptr<float>(), rows,
+      static_cast<float>(eps), rden.data_ptr<float>(), db.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {rden, db};
 }
 

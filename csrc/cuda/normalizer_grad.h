@@ -63,4 +63,10 @@ std::pair<at::Tensor, at::Tensor> normalizer_grad(const at::Tensor& dh, const at
                                                   const at::Tensor& dhu,
                                                   const at::Tensor& bsum);
 
+// Every row from the row pass: rden and db from bsum and dhu ((B, NH, S) fp32 contiguous,
+// the initial state's share added) and m. Returns (rden, db), (B, NH, S) fp32 contiguous.
+std::pair<at::Tensor, at::Tensor> normalizer_grad_from_row_pass(const at::Tensor& dhu,
+                                                                const at::Tensor& bsum,
+                                                                const at::Tensor& m, double eps);
+
 }  // namespace xlstm

@@ -208,9 +208,8 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
       at::zeros({kNumWorkCounters}, at::TensorOptions().dtype(at::kInt).device(q.device()));
   p.work_counters = work_counters.data_ptr<int>();
 
-  // The normalizer b_t and dh_t . u_t (u the unrounded numerator), then
-  // den_t = max(|b_t|, exp(-m_t)) + eps (a NaN b stays NaN) and
-  // db_t = -(dh_t . u_t) / den_t^2 * sign(b_t) [floor inactive]. The kernels' row pass
+  // The normalizer b_t and dh_t . u_t (u the unrounded numerator) give rden_t and db_t
+  // (normalizer_terms.h). The kernels' row pass
   // recomputes b and u with this pass's own weights (quadratic part; the initial state's
   // part is added here): where the normalizer's gradient cancels the numerator's (one
   // dominant column, extreme gates), a 1e-3 mismatch would not cancel. Without C0 and
@@ -271,12 +270,8 @@ run_parallel_backward(const at::Tensor& dh_in, const std::optional<at::Tensor>& 
     std::tie(rden, db) = normalizer_grad(dh, h, norm_rows.to(at::kFloat).contiguous(), m, eps,
                                          row_pass, dhu, bsum);
   } else {
-    const at::Tensor floor = (-m).exp();
-    const at::Tensor absb = bsum.abs();
-    const at::Tensor den = at::where(absb.isnan(), absb, at::maximum(absb, floor)) + eps;
-    rden = den.reciprocal();
-    const at::Tensor active_sign = bsum.sign() * (absb > floor).to(at::kFloat);
-    db = -dhu * rden * rden * active_sign;
+    std::tie(rden, db) =
+        normalizer_grad_from_row_pass(dhu.contiguous(), bsum.contiguous(), m, eps);
   }
   if (chunked != nullptr && chunked->row_valid.defined()) {
     rden = at::where(chunked->row_valid, rden, 0.f);
