@@ -223,15 +223,15 @@ CUTLASS_DEVICE void bwd_consume(typename Traits::Params const& params,
   constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
   constexpr int kDQK = Traits::kDQK, kDV = Traits::kDV;
   constexpr int kChunkQK = Traits::kChunkQK, kChunkV = Traits::kChunkV;
-  // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
-  // computes what they are made of) must not read them; they are null then. kDQ forms
-  // them itself where fwd_h_ptr is set (and writes them for the other kinds).
-  const bool forms_norm_terms = Traits::kFormsNormTerms && params.p.fwd_h_ptr != nullptr;
-  const bool reads_row_grads = kKind != BwdKind::kDhu && !forms_norm_terms;
   // log2(1 / sqrt(DQK)) = log2(p.scale), exact for the three head dims.
   constexpr float kLog2Scale = kDQK == 64 ? -3.f : (kDQK == 128 ? -3.5f : -4.f);
   const MlstmBackwardParams& p = params.p;
   const int64_t S = p.S, bh = tile.bh, st0 = tile.st0;
+  // rden and db exist only for pass kGradients: kDhu (pass kRowDotProducts, which
+  // computes what they are made of) must not read them; they are null then. kDQ forms
+  // them itself where fwd_h_ptr is set (and writes them for the other kinds).
+  const bool forms_norm_terms = Traits::kFormsNormTerms && p.fwd_h_ptr != nullptr;
+  const bool reads_row_grads = kKind != BwdKind::kDhu && !forms_norm_terms;
   // With forms_norm_terms: whether this sequence takes the row pass's values.
   const bool row_pass_seq = forms_norm_terms && p.row_pass_flags[bh] != 0;
   const int wg = thread_idx / 128, tid_wg = thread_idx % 128;

@@ -156,12 +156,11 @@ struct BwdTraits {
 
   // kDQ can form rden and db itself (MlstmBackwardParams::fwd_h_ptr): the forward's h of
   // its stationary rows arrives next to dh, in a buffer of its own, where that fits the
-  // shared memory (all supported head dims but DQK 128 / DV 256; the host asks
-  // mlstm_bwd_sm90_forms_normalizer_terms).
+  // shared memory (mlstm_bwd_sm90_forms_normalizer_terms, which the host asks too; the
+  // launch checks the fit).
   static constexpr uint32_t kTmaBytesH = kBlockM * kDV * sizeof(Element);
-  static constexpr int kSmemTiles = (kBlockM + kStages * kBlockN) * (kDQK + kDV) * sizeof(Element);
   static constexpr bool kFormsNormTerms =
-      kKind == BwdKind::kDQ && kSmemTiles + kTmaBytesH + 4096 <= 227 * 1024;
+      kKind == BwdKind::kDQ && mlstm_bwd_sm90_forms_normalizer_terms(kDQK, kDV);
   static constexpr uint32_t kTmaBytesY = kBlockN * (kDQK + kDV) * sizeof(Element);
 
   using MainloopPipeline = cutlass::PipelineTmaAsync<kStages>;

@@ -33,8 +33,6 @@ void launch_mlstm_bwd_sm90_kind(const MlstmBackwardParams& p, cudaStream_t strea
                    p.db_ptr != nullptr),
               "mlstm sm90 backward: internal error: the normalizer terms from the forward's h "
               "need its rows, the row pass's flags and outputs, and rden / db buffers");
-  static_assert(Traits::kFormsNormTerms ==
-                (kKind == BwdKind::kDQ && mlstm_bwd_sm90_forms_normalizer_terms(kDQK, kDV)));
   const BwdInput q{p.q_ptr, p.q_row_stride, p.q_head_stride, p.q_batch_stride};
   const BwdInput k{p.k_ptr, p.k_row_stride, p.k_head_stride, p.k_batch_stride};
   const BwdInput v{p.v_ptr, p.v_row_stride, p.v_head_stride, p.v_batch_stride};
