@@ -136,13 +136,17 @@ auto make_tma_c(const MlstmForwardParams& p) {
 //   (FA3's ping-pong without overlap) measured 14 % slower than kSerialPingPong at
 //   128/128 (2.05 vs 1.79 ms at S 1024) and was dropped.
 // Column terms of one key tile j0 .. j0 + kBlockN - 1, shared by both consumer
-// warpgroups: `v` holds c_j = (F_j - F_j0) - i_j (+inf past S) on tiles with masked
-// entries, else the factors exp(cmin - c_j) <= 1 with cmin = min_j c_j of the tile.
+// warpgroups, with c_j = (F_j - F_j0) - i_j (+inf past S) and cmin = min_j c_j of the
+// tile: `v` holds the factors exp(cmin - c_j) <= 1 (0 past S) when `factored`, else
+// the terms c_j themselves (masked tiles whose c_j spread too far to factor; see
+// CollectiveMainloop::store_columns).
+// 16-byte aligned: the consumers read `v` of every stage as float2.
 template <int kBlockN>
-struct StageColumns {
+struct alignas(16) StageColumns {
   float v[kBlockN];
-  double f_ref;  // F_j0
-  float cmin;    // the tile's min_j c_j on unmasked tiles; on masked ones unused
+  float f_ref_rel;  // F_j0 - F_row0, row0 the item's first row
+  float cmin;
+  int factored;
 };
 
 enum class Schedule { kSerial = 0, kSerialPingPong = 1, kOverlapPingPong = 2 };

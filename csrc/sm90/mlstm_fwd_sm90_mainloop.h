@@ -3,7 +3,7 @@
 // pipeline, and with each K/V stage the key tile's column terms (StageColumns); each
 // consumer warpgroup (64 query rows) runs, per causal key tile,
 //   S  = Q K^T                                   (SS WGMMA, fp32 accumulators)
-//   logD_tj = (F_t - F_j0) - (F_j - F_j0 - i_j)  (the fp64 offset trick of sm75)
+//   logD_tj = (F_t - F_j0) - (F_j - F_j0 - i_j)  (row offset minus column term)
 //   P  = exp(logD - m_t) * S / sqrt(DQK);  b += rowsum P
 //   O += P V                                     (RS WGMMA: P straight from registers)
 // The stabilizer m_t = max(F_t + m_0, max_{j<=t} logD_tj) depends on the gates only:
@@ -69,7 +69,8 @@ struct CollectiveMainloop {
   // producer waits for a free stage, so that the loads fly during the wait.
   static constexpr int kColsPerLane = kBlockN / 32;
   struct ColumnLoads {
-    double f_ref;
+    double f_ref;   // F_j0
+    double f_item;  // F_row0
     double f[kColsPerLane];
     float i[kColsPerLane];
     int n_valid;  // keys of the tile before S
@@ -81,6 +82,7 @@ struct CollectiveMainloop {
     const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
     ColumnLoads c;
     c.f_ref = fcum[j0];
+    c.f_item = fcum[tile.row0];
     c.n_valid = p.S - j0 < kBlockN ? static_cast<int>(p.S - j0) : kBlockN;
     CUTLASS_PRAGMA_UNROLL
     for (int k = 0; k < kColsPerLane; ++k) {
@@ -90,37 +92,48 @@ struct CollectiveMainloop {
     }
     return c;
   }
-  // Below the diagonal the decay factors into a row part and a column part, both <= 1
-  // with cmin = min_j c_j of the tile:
+  // The decay factors into a row part and a column part with cmin = min_j c_j of the
+  // tile:
   //   exp(row_off - c_j - m) = exp(row_off - cmin - m) * exp(cmin - c_j),
-  // so the consumers take one exponential per row and the producer one per column. A
-  // factor that flushes to zero bounds an exact weight that is itself below 2^-126 of
-  // the row's maximum. Masked tiles keep the terms (one exponential per element there:
-  // cmin may come from a masked column, and the row factor would overflow).
+  // so the consumers take one exponential per row and the producer one per column.
+  // Below the diagonal both factors are <= 1 (m bounds every visible logD), and a
+  // column factor that flushes to zero bounds an exact weight that is itself below
+  // 2^-126 of the row's maximum. On a masked tile cmin may come from a column a row
+  // does not see, so the row factor is bounded only by the tile's spread
+  // max_j c_j - min_j c_j (over keys before S): up to kFactorSpread the row factor
+  // stays below e^64 and the column factors normal floats; past it (extreme gates) the
+  // stage keeps the terms and the consumers take one exponential per element.
+  static constexpr float kFactorSpread = 64.f;
   CUTLASS_DEVICE static void store_columns(ColumnLoads const& c, bool masked,
                                            StageColumns<kBlockN>& cols, int lane) {
     float term[kColsPerLane];
-    float cmin = INFINITY;
+    float cmin = INFINITY, cmax = -INFINITY;
     CUTLASS_PRAGMA_UNROLL
     for (int k = 0; k < kColsPerLane; ++k) {
       // Past S the term is +inf: no weight (such a tile is always masked).
-      term[k] = lane + 32 * k < c.n_valid ? static_cast<float>(c.f[k] - c.f_ref) - c.i[k]
-                                          : INFINITY;
+      const bool valid = lane + 32 * k < c.n_valid;
+      term[k] = valid ? static_cast<float>(c.f[k] - c.f_ref) - c.i[k] : INFINITY;
       cmin = fminf(cmin, term[k]);
-    }
-    if (!masked) {
-      CUTLASS_PRAGMA_UNROLL
-      for (int off = 16; off > 0; off /= 2) {
-        cmin = fminf(cmin, __shfl_xor_sync(0xffffffff, cmin, off));
-      }
+      cmax = fmaxf(cmax, valid ? term[k] : -INFINITY);
     }
     CUTLASS_PRAGMA_UNROLL
+    for (int off = 16; off > 0; off /= 2) {
+      cmin = fminf(cmin, __shfl_xor_sync(0xffffffff, cmin, off));
+      cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffff, cmax, off));
+    }
+    const bool factored = !masked || cmax - cmin <= kFactorSpread;
+    CUTLASS_PRAGMA_UNROLL
     for (int k = 0; k < kColsPerLane; ++k) {
-      cols.v[lane + 32 * k] = masked ? term[k] : exp2f((cmin - term[k]) * kLog2e);
+      cols.v[lane + 32 * k] = factored ? exp2f((cmin - term[k]) * kLog2e) : term[k];
     }
     if (lane == 0) {
-      cols.f_ref = c.f_ref;
+      // F is non-increasing and j0 <= row0 + kBlockM, so |F_j0 - F_row0| and
+      // |F_t - F_row0| (the consumer's half) are at most |F_t - F_j0| or one item's
+      // span: the row offset F_t - F_j0 as their float difference costs at most about
+      // three float roundings of it, with no fp64 work in the consumers' tile loop.
+      cols.f_ref_rel = static_cast<float>(c.f_ref - c.f_item);
       cols.cmin = cmin;
+      cols.factored = factored;
     }
   }
 
@@ -234,14 +247,15 @@ struct CollectiveMainloop {
     const double* fcum = p.fcum_ptr + tile.bh * S;
     int row_local[2];
     int64_t t_row[2];
-    double f_row[2];
+    float f_row_rel[2];  // F_t - F_row0 (see store_columns)
+    const double f_item = fcum[tile.row0];
     CUTLASS_PRAGMA_UNROLL
     for (int x = 0; x < 2; ++x) {
       row_local[x] = get<0>(tScS_rc(x, 0));
       t_row[x] = tile.row0 + row_local[x];
       // Rows past S repeat row S - 1 (same F, same visible columns): finite, not stored.
       const int64_t t = t_row[x] < S ? t_row[x] : S - 1;
-      f_row[x] = fcum[t];
+      f_row_rel[x] = static_cast<float>(fcum[t] - f_item);
       m_run[x] = p.m_rows_ptr[tile.bh * S + t];
       b_run[x] = 0.f;
     }
@@ -251,13 +265,15 @@ struct CollectiveMainloop {
     // w0 = exp(F_t + m0 - m_t) <= 1. C0 arrives pre-scaled (scale / factor) as hi + lo
     // rows in kStatePieces stages of the pipeline; state row r multiplies Q's column
     // r % DQK.
-    // Computed only with a state, so that a stateless item's first use of its row loads
-    // is the first tile's prepare_tile, under the S WGMMA.
+    // F_t + m0 - m_t as (F_t - F_row0) + (F_row0 + m0) - m_t: the middle term rounded
+    // once to fp32, no more than m_t's own rounding (it is of m_t's size where w0
+    // matters), and no fp64 row value kept alive through the state's GEMMs.
     auto state_weights = [&](float (&w0)[2]) {
       const double m0 = p.has_m0 ? p.m0_ptr[tile.bh] : 0.;
+      const float f_item_m0 = static_cast<float>(fcum[tile.row0] + m0);
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) {
-        w0[x] = exp2f(static_cast<float>(f_row[x] + m0 - m_run[x]) * kLog2e);
+        w0[x] = exp2f((f_row_rel[x] + f_item_m0 - m_run[x]) * kLog2e);
       }
     };
     if (p.c0_lowp_ptr != nullptr) {
@@ -312,10 +328,11 @@ struct CollectiveMainloop {
 
     // Per key tile, issued right after its S WGMMA so that it runs under it: the per-row
     // exponent offsets from the stage's column terms (store_columns). They depend on
-    // positions and gates only, not on S. Masked tiles use row_exp, the row's part of
-    // the per-element exponent; unmasked ones row_fac = exp(row_off - cmin - m) <= 1.
-    // Branch-free (both are computed; cmin is meaningless on masked tiles): a branch
-    // while a WGMMA is in flight would make ptxas serialize the WGMMAs.
+    // positions and gates only, not on S. Tiles with terms use row_exp, the row's part
+    // of the per-element exponent; factored ones row_fac = exp(row_off - cmin - m).
+    // Branch-free (both are computed): a branch while a WGMMA is in flight would make
+    // ptxas serialize the WGMMAs. All fp32: session 13 measured the fp64 row offset
+    // here (one DADD per row and tile) at 5 to 9 % of the kernel's time.
     float row_exp[2], row_fac[2];
     // Diagonal tile n: column cl (tile-local) is visible to row x iff cl <= limit
     // (32-bit compares; columns at or past S have an infinite column term and give 0).
@@ -324,22 +341,48 @@ struct CollectiveMainloop {
       return d < 0 ? -1 : (d > kBlockN ? kBlockN : static_cast<int>(d));
     };
     auto prepare_tile = [&](StageColumns<kBlockN> const& cols) {
-      const double f_ref = cols.f_ref;
+      const float f_ref_rel = cols.f_ref_rel;
       const float cmin_log2 = cols.cmin * kLog2e;
       CUTLASS_PRAGMA_UNROLL
       for (int x = 0; x < 2; ++x) {
-        const float row_off = static_cast<float>(f_row[x] - f_ref);
+        const float row_off = f_row_rel[x] - f_ref_rel;
         row_exp[x] = (row_off - m_run[x]) * kLog2e + kLog2Scale;
-        row_fac[x] = exp2f(row_exp[x] - cmin_log2);
+        // Clamped: on a masked tile a row that sees none of the tile's keys has no
+        // bound on its factor (its P entries are selected to 0 and its b sum is 0; the
+        // clamp keeps 0 * factor from becoming NaN).
+        row_fac[x] = exp2f(fminf(row_exp[x] - cmin_log2, 126.f));
       }
     };
-    // S -> P in place (fp32), b += rowsum P. Two straight-line instances, picked by the
-    // CTA-uniform key_tile_masked (so either may run while the previous tile's P V WGMMA is
-    // in flight): a runtime mask flag inside the loop gets if-converted by the compiler
-    // into per-element compares and selects on every tile.
-    auto softmax_tile = [&](int n, float const* col, auto masked_c) {
-      constexpr bool kMasked = decltype(masked_c)::value;  // col: terms, else factors
-      if constexpr (kMasked) {
+    // S -> P in place (fp32), b += rowsum P. Three straight-line instances, picked by the
+    // CTA-uniform key_tile_masked and the stage's `factored` (so any may run while the
+    // previous tile's P V WGMMA is in flight): a runtime mask flag inside the loop gets
+    // if-converted by the compiler into per-element compares and selects on every tile.
+    enum TileKind { kUnmasked, kMaskedFactors, kMaskedTerms };
+    auto softmax_tile = [&](int n, float const* col, auto kind_c) {
+      constexpr TileKind kKind = static_cast<TileKind>(decltype(kind_c)::value);
+      if constexpr (kKind == kMaskedFactors) {
+        // As below the diagonal, with the mask applied to S * column factor before the
+        // row factor (which may be huge for a row that sees no key of the tile).
+        const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
+        float part[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+        CUTLASS_PRAGMA_UNROLL
+        for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
+          const int cl = get<1>(tScS_rc(0, c));
+          const float2 cf = *reinterpret_cast<const float2*>(col + cl);
+          const float cf2[2] = {cf.x, cf.y};
+          CUTLASS_PRAGMA_UNROLL
+          for (int x = 0; x < 2; ++x) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int e = 0; e < 2; ++e) {
+              const float sc = cl + e <= lim[x] ? tSrS_rc(x, c + e) * cf2[e] : 0.f;
+              part[x][e] += sc;
+              tSrS_rc(x, c + e) = sc * row_fac[x];
+            }
+          }
+        }
+        CUTLASS_PRAGMA_UNROLL
+        for (int x = 0; x < 2; ++x) b_run[x] = fmaf(row_fac[x], part[x][0] + part[x][1], b_run[x]);
+      } else if constexpr (kKind == kMaskedTerms) {
         const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
         CUTLASS_PRAGMA_UNROLL
         for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
@@ -382,8 +425,9 @@ struct CollectiveMainloop {
     };
     auto softmax = [&](int n, int stage) {
       const float* col = storage.cols[stage].v;
-      if (key_tile_masked(tile, n, S)) softmax_tile(n, col, cute::true_type{});
-      else softmax_tile(n, col, cute::false_type{});
+      if (!key_tile_masked(tile, n, S)) softmax_tile(n, col, cute::Int<kUnmasked>{});
+      else if (storage.cols[stage].factored) softmax_tile(n, col, cute::Int<kMaskedFactors>{});
+      else softmax_tile(n, col, cute::Int<kMaskedTerms>{});
     };
     Tensor tOrP = make_tensor<Element>(acc_layout_as_a_operand(tSrS.layout()));
     auto convert_p = [&]() {
@@ -454,7 +498,27 @@ struct CollectiveMainloop {
     } else {
       // Serial schedules: S, softmax, P V one after the other (ping-pong, if on, orders
       // the S WGMMAs of the two warpgroups).
+      //
+      // Warpgroup 0 on the diagonal key tile (kBlockN == kBlockM, so the item's last tile
+      // starts at its first row) sees only the tile's first kBlockN / 2 keys: its P is 0
+      // past them (softmax's mask), and its P V runs over those keys only. (Its S WGMMA
+      // as an N = kBlockN / 2 instruction into half of S's registers made ptxas
+      // serialize every WGMMA of the kernel for lack of registers, C7511.)
+      constexpr bool kHalfDiagonal = kBlockN == kBlockM;
+      auto issue_pv_half = [&](int stage) {
+        warpgroup_fence_operand(tOrP);
+        warpgroup_fence_operand(tOrO);
+        warpgroup_arrive();
+        CUTLASS_PRAGMA_UNROLL
+        for (int k = 0; k < size<2>(tOrP) / 2; ++k) {
+          cute::gemm(tiled_mma_o, tOrP(_, _, k), tOrV(_, _, k, stage), tOrO);
+        }
+        warpgroup_commit_batch();
+        warpgroup_fence_operand(tOrO);
+        warpgroup_fence_operand(tOrP);
+      };
       for (int n = 0; n < tile.n_block_max; ++n) {
+        const bool half = kHalfDiagonal && wg == 0 && n == tile.n_block_max - 1;
         pipeline.consumer_wait(read);
         scheduler_sync();
         wgmma_issue</*kZeroInit=*/true>(tiled_mma_s, tSrQ, tSrK(_, _, _, read.index()), tSrS);
@@ -465,7 +529,8 @@ struct CollectiveMainloop {
         release_q_after(n);
         softmax(n, read.index());
         convert_p();
-        wgmma_issue</*kZeroInit=*/false>(tiled_mma_o, tOrP, tOrV(_, _, _, read.index()), tOrO);
+        if (half) issue_pv_half(read.index());
+        else wgmma_issue</*kZeroInit=*/false>(tiled_mma_o, tOrP, tOrV(_, _, _, read.index()), tOrO);
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         pipeline.consumer_release(read);
