@@ -360,29 +360,7 @@ struct CollectiveMainloop {
     enum TileKind { kUnmasked, kMaskedFactors, kMaskedTerms };
     auto softmax_tile = [&](int n, float const* col, auto kind_c) {
       constexpr TileKind kKind = static_cast<TileKind>(decltype(kind_c)::value);
-      if constexpr (kKind == kMaskedFactors) {
-        // As below the diagonal, with the mask applied to S * column factor before the
-        // row factor (which may be huge for a row that sees no key of the tile).
-        const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
-        float part[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-        CUTLASS_PRAGMA_UNROLL
-        for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
-          const int cl = get<1>(tScS_rc(0, c));
-          const float2 cf = *reinterpret_cast<const float2*>(col + cl);
-          const float cf2[2] = {cf.x, cf.y};
-          CUTLASS_PRAGMA_UNROLL
-          for (int x = 0; x < 2; ++x) {
-            CUTLASS_PRAGMA_UNROLL
-            for (int e = 0; e < 2; ++e) {
-              const float sc = cl + e <= lim[x] ? tSrS_rc(x, c + e) * cf2[e] : 0.f;
-              part[x][e] += sc;
-              tSrS_rc(x, c + e) = sc * row_fac[x];
-            }
-          }
-        }
-        CUTLASS_PRAGMA_UNROLL
-        for (int x = 0; x < 2; ++x) b_run[x] = fmaf(row_fac[x], part[x][0] + part[x][1], b_run[x]);
-      } else if constexpr (kKind == kMaskedTerms) {
+      if constexpr (kKind == kMaskedTerms) {
         const int lim[2] = {visible_limit(n, 0), visible_limit(n, 1)};
         CUTLASS_PRAGMA_UNROLL
         for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
@@ -402,7 +380,15 @@ struct CollectiveMainloop {
         }
       } else {
         // P = (S * col factor) * row factor; b += row factor * sum(S * col factor),
-        // summed in two interleaved partial sums per row (shorter add chains).
+        // summed in two interleaved partial sums per row (shorter add chains). On a
+        // masked tile the mask applies to S * col factor, before the row factor (which
+        // may be huge for a row that sees no key of the tile).
+        constexpr bool kMasked = kKind == kMaskedFactors;
+        int lim[2] = {kBlockN, kBlockN};
+        if constexpr (kMasked) {
+          lim[0] = visible_limit(n, 0);
+          lim[1] = visible_limit(n, 1);
+        }
         float part[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
         CUTLASS_PRAGMA_UNROLL
         for (int c = 0; c < size<1>(tSrS_rc); c += 2) {
@@ -413,7 +399,8 @@ struct CollectiveMainloop {
           for (int x = 0; x < 2; ++x) {
             CUTLASS_PRAGMA_UNROLL
             for (int e = 0; e < 2; ++e) {
-              const float sc = tSrS_rc(x, c + e) * cf2[e];
+              float sc = tSrS_rc(x, c + e) * cf2[e];
+              if constexpr (kMasked) sc = cl + e <= lim[x] ? sc : 0.f;
               part[x][e] += sc;
               tSrS_rc(x, c + e) = sc * row_fac[x];
             }
