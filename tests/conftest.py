@@ -32,6 +32,10 @@ def make_inputs(B=1, NH=2, S=17, DQK=8, DV=16, dtype=torch.float32, device="cpu"
       gates="floor":   mostly strongly negative i (|b_t| < exp(-m_t): the normalizer's
                        floor branch is active) with an open gate every 9 steps, so rows
                        on both sides of the floor occur.
+      gates="wide":    i ~ 12 N(0,1): the gate terms of one 64- or 128-key tile spread
+                       by about 40 to 80 (natural log), around the limit up to which the
+                       sm90 forward factors a masked tile's decay into a row factor (up
+                       to e^64) times column factors, and past it.
     The optional initial state is float32 (float64 for float64 inputs): C_0, n_0 ~
     N(0, 1), m_0 ~ N(0, 1).
     """
@@ -51,6 +55,9 @@ def make_inputs(B=1, NH=2, S=17, DQK=8, DV=16, dtype=torch.float32, device="cpu"
         i[..., 0], f[..., 0] = 1e4, -1e4   # make sure the extremes themselves occur
         if S > 1:
             i[..., 1], f[..., 1] = -1e4, 1e4
+    elif gates == "wide":
+        i = 12.0 * randn(B, NH, S)
+        f = 2.0 * randn(B, NH, S) + 3.0
     elif gates == "floor":
         # Mostly tiny input gates (|b_t| ~ e^-12 < exp(-m_t) ~ 1: floor active), with an
         # occasional open gate (i = +2) after which |b_t| is O(1) and the floor inactive.

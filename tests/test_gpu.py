@@ -88,6 +88,22 @@ def test_extreme_gates_on_gpu(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("S,DQK,DV", [(1000, 128, 128), (300, 128, 256), (300, 64, 64)])
+def test_wide_input_gates_parity(backend, dtype, S, DQK, DV):
+    """Input gates ~ 12 N(0,1): masked tiles on both sides of the sm90 forward's
+    factoring limit (tiles of 128 and of 64 keys, both consumer schedules)."""
+    _skip_unsupported(backend, dtype, "parallel")
+    x = _cuda_inputs(S, DQK, DV, dtype, True, gates="wide",
+                     seed=seed_for("gpu_fwd_wide", backend, str(dtype), S, DQK, DV))
+    ref64, ref_lowp = reference_pair(x, return_last_states=True)
+    poison_cuda_allocator()
+    out = mlstm(**x, return_last_states=True, algorithm="parallel", backend=backend)
+    torch.cuda.synchronize()
+    assert_outputs_close(out, ref64, ref_lowp, with_states=True)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("algorithm", ["parallel", "chunkwise"])
 def test_initial_state_beyond_fp16_range(backend, algorithm):
     """fp16 inputs with |C0| ~ 1e6, past fp16's range even after the 1/sqrt(DQK) scale:
